@@ -1,0 +1,1 @@
+"""srstudy.analysis: reading study results (Pareto front, plots, notebooks)."""

@@ -1,0 +1,1 @@
+"""srstudy.models: plain-PyTorch networks (selective scan, low-rank Mamba mixer, DVMSR)."""

@@ -1,0 +1,1 @@
+"""srstudy.trials: what one trial does (teacher cache, distillation)."""
