@@ -2,6 +2,7 @@
 bench join as their issues land."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -104,6 +105,77 @@ def eval_command(
     for k, v in results.items():
         table.add_row(k, str(v["n"]), f"{v['psnr']:.3f}", f"{v['ssim']:.4f}", f"{v['seconds']:.1f}")
     Console().print(table)
+
+
+def _load_trial_config(config: Optional[Path], overrides: list[str]):
+    from .config import ConfigError, load_trial_config
+
+    try:
+        return load_trial_config(config, overrides)
+    except ConfigError as e:
+        _fail(str(e))
+
+
+@contextlib.contextmanager
+def _progress_bar(description: str):
+    """A rich progress bar; yields a callback(done, total)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console, transient=False) as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+@app.command("trial")
+def trial_command(
+    config: Optional[Path] = typer.Option(None, "--config", help="trial YAML (defaults: MambaLiteSR's recipe)"),
+    workdir: Path = typer.Option(Path("srstudy-runs"), "--workdir", help="trials, teacher cache, MLflow sqlite"),
+    overrides: list[str] = typer.Option([], "--set", help="key=value override, e.g. --set student.embed_dim=16"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default sqlite under --workdir)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run one distillation trial without Ray (resumes if the same config ran in --workdir)."""
+    _setup_logging(verbose)
+    cfg = _load_trial_config(config, overrides)
+    from srstudy.trials.distill import run_trial
+
+    with _progress_bar("student") as progress:
+        try:
+            result = run_trial(cfg, workdir=workdir, tracking_uri=tracking_uri, progress=progress)
+        except (FileNotFoundError, ValueError, RuntimeError) as e:
+            _fail(str(e))
+    table = Table(title=f"MLflow run {result.run_id}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in sorted(result.metrics.items()):
+        table.add_row(k, f"{v:.6g}")
+    Console().print(table)
+    print(f"run_id: {result.run_id}")
+
+
+@app.command("teacher")
+def teacher_command(
+    config: Optional[Path] = typer.Option(None, "--config", help="trial YAML whose teacher section is used"),
+    workdir: Path = typer.Option(Path("srstudy-runs"), "--workdir"),
+    overrides: list[str] = typer.Option([], "--set", help="key=value override, e.g. --set teacher.iterations=500"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Train (or find in the cache) the teacher of a trial config, and print where it is."""
+    _setup_logging(verbose)
+    cfg = _load_trial_config(config, overrides)
+    from srstudy.trials.teacher import get_teacher
+
+    from .inference import resolve_device
+
+    with _progress_bar("teacher") as progress:
+        try:
+            t = get_teacher(cfg, cache_dir=Path(workdir) / "teachers", device=resolve_device(cfg.device),
+                            progress=lambda it: progress(it, cfg.teacher.iterations))
+        except (FileNotFoundError, ValueError, RuntimeError) as e:
+            _fail(str(e))
+    print(json.dumps({"source": t.source, "key": t.key, "path": str(t.path), "params": t.model.param_count(),
+                      **{k: v for k, v in t.meta.items() if k in ("seconds", "energy", "final_train_loss")}}))
 
 
 def main() -> None:

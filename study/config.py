@@ -1,0 +1,257 @@
+"""Typed configuration, validated once at the edge; every error names the field and value.
+
+A trial is fully described by a `TrialConfig`: the student's architecture, the teacher,
+the distillation weight `alpha`, the optimiser schedule, data, precision and device. Its
+defaults are MambaLiteSR's recipe (batch 128, LR 64×64 patches, α = 0.8, 2500 iterations,
+a 32-dim 4×2 rank-2 student, a 60-dim 8×2 teacher, Adam 2e-4 halved at milestones).
+
+Configs come from YAML files plus `--set key=value` overrides (`student.embed_dim=16`;
+values are parsed as YAML, so `data.benchmark_sets=[Set5,Set14]` works).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from srstudy.models.dvmsr import DVMSRConfig
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the field(s), the value and the source."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ArchConfig(_Model):
+    """A DVMSR-topology network (see `srstudy.models.dvmsr.DVMSRConfig`)."""
+
+    embed_dim: int = Field(32, ge=1, description="C, the embedding width")
+    n_groups: int = Field(4, ge=1, description="residual groups (the paper's 'blocks')")
+    blocks_per_group: int = Field(2, ge=1)
+    rank: int = Field(2, ge=1, description="r, rank of the mixer's Δ path")
+    lowrank_proj: bool = Field(False, description="also factor in_proj/out_proj through r")
+    d_state: int = Field(16, ge=1)
+    expand: int = Field(2, ge=1)
+    d_conv: int = Field(4, ge=1)
+
+    def to_model_config(self, scale: int) -> DVMSRConfig:
+        """The network config for the given upscaling factor."""
+        return DVMSRConfig(scale=scale, **self.model_dump())
+
+    def param_count(self, scale: int = 4) -> int:
+        """Exact parameter count, without building the network."""
+        return self.to_model_config(scale).param_count()
+
+
+def _teacher_arch() -> ArchConfig:
+    return ArchConfig(embed_dim=60, n_groups=8, blocks_per_group=2, rank=4)
+
+
+class TeacherConfig(_Model):
+    """The teacher: trained once and cached, or taken from a checkpoint."""
+
+    arch: ArchConfig = Field(default_factory=_teacher_arch)
+    checkpoint: Path | None = Field(None, description="use these weights instead of training (srstudy or official DVMSR .pth)")
+    iterations: int = Field(2500, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="None: the trial's batch_size")
+    lr: float = Field(2e-4, gt=0)
+    seed: int = 0
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not Path(v).expanduser().is_file():
+            raise ValueError(f"teacher checkpoint file not found: {v}")
+        return None if v is None else Path(v).expanduser().resolve()
+
+
+class DataConfig(_Model):
+    """Training/validation images and the benchmark sets scored at the end.
+
+    `train`/`val`: "default" (scikit-image's bundled photos, split by
+    `srstudy.data.default_split`; no download) or a list of HR image folders.
+    """
+
+    train: Literal["default"] | list[Path] = "default"
+    val: Literal["default"] | list[Path] = "default"
+    benchmark_root: Path | None = Field(None, description="folder with <Set>/HR and <Set>/LR_bicubic/X4")
+    benchmark_sets: list[str] = Field(default_factory=list)
+    patches_per_image: int = Field(8, ge=1)
+    val_max_images: int | None = Field(None, ge=1, description="validate on at most this many images")
+
+    @field_validator("train", "val")
+    @classmethod
+    def _folders_exist(cls, v):
+        if v == "default":
+            return v
+        if not v:
+            raise ValueError('give at least one folder, or "default" for the bundled images')
+        for folder in v:
+            if not Path(folder).expanduser().is_dir():
+                raise ValueError(f"image folder not found: {folder}")
+        return [Path(f).expanduser().resolve() for f in v]
+
+    @model_validator(mode="after")
+    def _benchmarks_exist(self):
+        if self.benchmark_sets and self.benchmark_root is None:
+            raise ValueError(f"benchmark_sets {self.benchmark_sets} given without data.benchmark_root")
+        if self.benchmark_root is not None:
+            root = Path(self.benchmark_root).expanduser()
+            for name in self.benchmark_sets:
+                if not (root / name / "HR").is_dir():
+                    raise ValueError(f"benchmark set {name!r}: folder {root / name / 'HR'} not found")
+        return self
+
+
+class OptimConfig(_Model):
+    """Adam, learning rate halved (× gamma) at each milestone iteration."""
+
+    lr: float = Field(2e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    milestones: list[int] | None = Field(None, description="None: at 50 %, 75 % and 90 % of the iterations")
+    gamma: float = Field(0.5, gt=0, le=1)
+
+    def milestones_for(self, iterations: int) -> list[int]:
+        """The milestone iterations for a run of this length."""
+        if self.milestones is not None:
+            return sorted(self.milestones)
+        return sorted({max(1, int(iterations * f)) for f in (0.5, 0.75, 0.9)})
+
+
+class LatencyConfig(_Model):
+    """How `latency_ms` is measured after training: median of timed batch-1 forwards."""
+
+    height: int = Field(64, ge=1)
+    width: int = Field(64, ge=1)
+    repeats: int = Field(50, ge=1)
+    warmup: int = Field(10, ge=0)
+
+
+class TrialConfig(_Model):
+    """One distillation trial. Defaults = MambaLiteSR's recipe."""
+
+    experiment: str = Field("srstudy", min_length=1, description="MLflow experiment name")
+    student: ArchConfig = Field(default_factory=ArchConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    alpha: float = Field(0.8, ge=0, le=1, description="L = α·L1(S,T) + (1−α)·L1(S,GT)")
+    iterations: int = Field(2500, ge=1)
+    batch_size: int = Field(128, ge=1)
+    patch_size: int = Field(64, ge=4, description="LR patch side; HR patches are patch_size·scale")
+    scale: int = Field(4, ge=2)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    val_interval: int = Field(250, ge=1)
+    checkpoint_interval: int = Field(250, ge=1)
+    seed: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    scan_backend: str | None = Field(None, description="None: automatic (logged); chunked, cuda, reference")
+    data: DataConfig = Field(default_factory=DataConfig)
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    energy_sample_hz: float = Field(10.0, gt=0)
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        base = v.split(":")[0]
+        if base not in ("auto", "cpu", "cuda", "mps"):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
+    def identity(self, *, exclude: tuple[str, ...] = ("device",)) -> str:
+        """A stable hash of everything that changes the result (for resume folders)."""
+        payload = self.model_dump(mode="json", exclude=set(exclude))
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---- loading, overrides and error messages --------------------------------------------------
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem: `field.path: message (got value)`, headed by the source."""
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        got = e.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {loc}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` → (["a", "b", "c"], YAML-parsed value)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. student.embed_dim=16")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply `key=value` overrides to a nested dict (in place; returns it)."""
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(path[: i + 1])} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from a file; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
+    return data
+
+
+def build(model: type[BaseModel], data: dict[str, Any], source: str):
+    """Validate `data` as `model`, turning pydantic errors into a `ConfigError`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+def load_trial_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrialConfig:
+    """A validated `TrialConfig` from an optional YAML file plus `key=value` overrides."""
+    data = read_yaml(path) if path is not None else {}
+    apply_overrides(data, overrides)
+    source = str(path) if path is not None else "defaults"
+    if overrides:
+        source += " + --set " + " ".join(overrides)
+    return build(TrialConfig, data, source)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict → {"student.rank": 2, …} (MLflow params)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,213 @@
+"""The training loop shared by teachers and students: batches, steps, checkpoints, resume.
+
+    L = α·L1(S, T) + (1 − α)·L1(S, GT)      (α = 0 or no teacher: plain L1 to ground truth)
+
+Batches are a pure function of (seed, iteration): patch i of the stream is
+`dataset[perm_epoch[i mod n]]` with the epoch's permutation and crops drawn from
+(seed, epoch), so a run restarted from a checkpoint sees exactly the batches it would have
+seen — no data-loader state to save. The learning rate is a pure function of the iteration
+(Adam, × gamma at each milestone), so the schedule needs no state either.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from srstudy.data import PatchDataset
+
+log = logging.getLogger("srstudy.train")
+
+CHECKPOINT_NAME = "checkpoint.pth"
+
+
+def batch_indices(n: int, batch_size: int, iteration: int, seed: int) -> list[tuple[int, int]]:
+    """(epoch, index) pairs of the batch for `iteration` in a seeded, epoch-wise shuffled stream."""
+    out = []
+    start = iteration * batch_size
+    perm_cache: dict[int, np.ndarray] = {}
+    for pos in range(start, start + batch_size):
+        epoch, k = divmod(pos, n)
+        if epoch not in perm_cache:
+            perm_cache[epoch] = np.random.default_rng((seed, 7919, epoch)).permutation(n)
+        out.append((epoch, int(perm_cache[epoch][k])))
+    return out
+
+
+def make_batch(dataset: PatchDataset, batch_size: int, iteration: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (lr, hr) batch of `iteration`: (B, 3, p, p) and (B, 3, p·s, p·s) float32 in [0, 1]."""
+    lrs, hrs = [], []
+    for epoch, idx in batch_indices(len(dataset), batch_size, iteration, seed):
+        dataset.set_epoch(epoch)
+        lr, hr = dataset[idx]
+        lrs.append(lr)
+        hrs.append(hr)
+    return torch.stack(lrs), torch.stack(hrs)
+
+
+def lr_at(iteration: int, base_lr: float, milestones: list[int], gamma: float) -> float:
+    """Learning rate at an iteration: base × gamma^(milestones passed)."""
+    return base_lr * gamma ** sum(1 for m in milestones if iteration >= m)
+
+
+def distillation_loss(sr: torch.Tensor, hr: torch.Tensor, teacher_sr: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    """α·L1(S, T) + (1 − α)·L1(S, GT); plain L1(S, GT) without a teacher."""
+    gt = F.l1_loss(sr, hr)
+    if teacher_sr is None or alpha == 0:
+        return gt
+    return alpha * F.l1_loss(sr, teacher_sr) + (1 - alpha) * gt
+
+
+@dataclass
+class LoopSpec:
+    """What the loop needs to know; built from a `TrialConfig` (or a teacher's settings)."""
+
+    iterations: int
+    batch_size: int
+    base_lr: float
+    milestones: list[int]
+    gamma: float = 0.5
+    betas: tuple[float, float] = (0.9, 0.99)
+    alpha: float = 0.0
+    seed: int = 0
+    precision: str = "fp32"
+    checkpoint_interval: int = 250
+    val_interval: int = 250
+    log_interval: int = 10
+
+
+@dataclass
+class LoopState:
+    iteration: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # run id, accumulated energy, …
+
+
+def save_training_checkpoint(path: Path, model, optimizer, state: LoopState) -> None:
+    """Model, optimiser, RNG states, iteration and `extra` (e.g. the MLflow run id), atomically."""
+    obj = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "iteration": state.iteration,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "extra": state.extra,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def load_training_checkpoint(path: Path, model, optimizer, device: torch.device) -> LoopState:
+    """Restore what `save_training_checkpoint` wrote (weights_only=True)."""
+    obj = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(obj["model"])
+    optimizer.load_state_dict(obj["optimizer"])
+    torch.set_rng_state(obj["torch_rng"].cpu())
+    if obj["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in obj["cuda_rng"]])
+    return LoopState(iteration=int(obj["iteration"]), extra=dict(obj["extra"]))
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on request; fp32 is a no-op context."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train(
+    model: torch.nn.Module,
+    dataset: PatchDataset,
+    spec: LoopSpec,
+    *,
+    device: torch.device,
+    teacher: torch.nn.Module | None = None,
+    checkpoint_path: Path | None = None,
+    state: LoopState | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+    on_validate: Callable[[int], None] | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> LoopState:
+    """Train `model` from `state.iteration` to `spec.iterations`; returns the final state.
+
+    `on_log(it, {"train_loss": …, "lr": …})` every `log_interval` iterations,
+    `on_validate(it)` every `val_interval` and at the end, `on_checkpoint(it)` after each
+    checkpoint is written (every `checkpoint_interval` and at the end).
+    """
+    state = state or LoopState()
+    model.to(device).train()
+    if teacher is not None:
+        teacher.to(device).eval().requires_grad_(False)
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=spec.base_lr, betas=spec.betas)
+    losses: list[float] = []
+    it = state.iteration
+    while it < spec.iterations:
+        lr_now = lr_at(it, spec.base_lr, spec.milestones, spec.gamma)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_now
+        lr_img, hr_img = make_batch(dataset, spec.batch_size, it, spec.seed)
+        lr_img, hr_img = lr_img.to(device, non_blocking=True), hr_img.to(device, non_blocking=True)
+        with autocast(device, spec.precision):
+            teacher_sr = None
+            if teacher is not None and spec.alpha > 0:
+                with torch.no_grad():
+                    teacher_sr = teacher(lr_img)
+            sr = model(lr_img)
+            loss = distillation_loss(sr.float(), hr_img, None if teacher_sr is None else teacher_sr.float(), spec.alpha)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        it += 1
+        state.iteration = it
+        losses.append(loss.detach())
+        if progress is not None:
+            progress(it)
+        if on_log is not None and (it % spec.log_interval == 0 or it == spec.iterations):
+            mean = torch.stack(losses).mean().item()
+            if not np.isfinite(mean):
+                raise FloatingPointError(f"training loss became {mean} at iteration {it}; lower optim.lr")
+            on_log(it, {"train_loss": mean, "lr": lr_now})
+            losses.clear()
+        if on_validate is not None and (it % spec.val_interval == 0 or it == spec.iterations):
+            model.eval()
+            on_validate(it)
+            model.train()
+        if checkpoint_path is not None and (it % spec.checkpoint_interval == 0 or it == spec.iterations):
+            save_training_checkpoint(checkpoint_path, model, optimizer, state)
+            if on_checkpoint is not None:
+                on_checkpoint(it)
+    model.eval()
+    return state
+
+
+def measure_latency(
+    model: torch.nn.Module, *, device: torch.device, height: int, width: int, repeats: int, warmup: int
+) -> dict[str, float]:
+    """Median and p90 ms of `repeats` batch-1 forwards on a random LR image, after warm-up."""
+    model.eval()
+    x = torch.rand(1, 3, height, width, device=device)
+    times = []
+    with torch.no_grad():
+        for _ in range(warmup):
+            model(x)
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            model(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append((time.perf_counter() - t0) * 1000)
+    return {"latency_ms": float(np.median(times)), "latency_p90_ms": float(np.percentile(times, 90))}
