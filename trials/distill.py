@@ -222,7 +222,7 @@ def _train_and_score(cfg, run: TrialRun, student, optimizer, state, teacher, ima
     metrics.update(_inference_energy(student, device=device, height=lat.height, width=lat.width,
                                      sample_hz=cfg.energy_sample_hz))
     run.set_tags({"latency_device": str(device), "latency_input": f"1x3x{lat.height}x{lat.width}"})
-    run.log_metrics({k: v for k, v in metrics.items() if k not in static}, step=cfg.iterations)
+    run.log_metrics({k: v for k, v in metrics.items() if k not in static and k not in last_val}, step=cfg.iterations)
 
     # artifacts: the student (state_dict + config JSON), power trace, a sample image
     art = tdir / "artifacts"

@@ -1,0 +1,221 @@
+"""One distillation trial on the bundled images with a real sqlite MLflow store:
+params, metrics, artifacts, no invented energy, kill -9 + resume, the teacher cache."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from srstudy.cli import app
+from srstudy.config import ConfigError, load_trial_config
+from srstudy.trials.distill import RUN_FILE, run_trial, trial_dir_for
+from srstudy.trials.loop import CHECKPOINT_NAME, batch_indices, lr_at
+from srstudy.trials.teacher import WEIGHTS, get_teacher
+
+TINY = {
+    "experiment": "tiny",
+    "iterations": 6,
+    "batch_size": 2,
+    "patch_size": 16,
+    "val_interval": 3,
+    "checkpoint_interval": 2,
+    "device": "cpu",
+    "student": {"embed_dim": 8, "n_groups": 1, "blocks_per_group": 1, "rank": 2},
+    "teacher": {"arch": {"embed_dim": 8, "n_groups": 1, "blocks_per_group": 1, "rank": 2}, "iterations": 4},
+    "data": {"val_max_images": 1},
+    "latency": {"height": 16, "width": 16, "repeats": 3, "warmup": 1},
+}
+
+
+def tiny(tmp_path: Path, **overrides) -> Path:
+    cfg = json.loads(json.dumps(TINY))
+    for k, v in overrides.items():
+        node = cfg
+        *path, last = k.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = v
+    path = tmp_path / "trial.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def runs_of(workdir: Path, experiment: str = "tiny"):
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], filter_string="tags.role = 'trial'")
+
+
+def test_tiny_trial_logs_params_metrics_artifacts_and_no_energy(tmp_path):
+    workdir = tmp_path / "runs"
+    cfg = load_trial_config(tiny(tmp_path))
+    result = run_trial(cfg, workdir=workdir)
+    client, runs = runs_of(workdir)
+    assert [r.info.run_id for r in runs] == [result.run_id]
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    p = run.data.params
+    assert p["student.rank"] == "2" and p["student.embed_dim"] == "8" and p["alpha"] == "0.8"
+    assert p["teacher.arch.embed_dim"] == "8" and p["optim.lr"] == "0.0002"
+    m = run.data.metrics
+    assert 0 < m["val_psnr"] < 60 and 0 < m["val_ssim"] <= 1
+    assert m["params"] == cfg.student.param_count() and m["flops"] > 0
+    assert m["latency_ms"] > 0 and m["iterations_per_s"] > 0 and m["wall_time_s"] > 0
+    history = client.get_metric_history(run.info.run_id, "val_psnr")
+    assert sorted(h.step for h in history) == [3, 6]
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 2
+    # never invented: no GPU here, so no energy metric at all, and a tag says why
+    assert not [k for k in m if "energy" in k]
+    assert "cpu" in run.data.tags["energy_unavailable_reason"]
+    assert run.data.tags["scan_backend"] == "chunked" and run.data.tags["device"] == "cpu"
+    arts = set()
+    for top in client.list_artifacts(run.info.run_id):
+        arts |= {a.path for a in client.list_artifacts(run.info.run_id, top.path)}
+    assert {"student/student.pth", "student/student_config.json"} <= arts
+    assert any(a.startswith("samples/sample_") and a.endswith(".png") for a in arts)
+    # the student checkpoint is a loadable network
+    from srstudy.models.dvmsr import load_checkpoint
+
+    assert load_checkpoint(result.trial_dir / "artifacts" / "student.pth").param_count() == m["params"]
+
+
+def test_second_trial_with_the_same_teacher_trains_no_teacher(tmp_path):
+    workdir = tmp_path / "runs"
+    run_trial(load_trial_config(tiny(tmp_path)), workdir=workdir)
+    entries = list((workdir / "teachers").glob("*/" + WEIGHTS))
+    assert len(entries) == 1
+    mtime = entries[0].stat().st_mtime_ns
+    other = load_trial_config(tiny(tmp_path, **{"student.rank": 1, "alpha": 0.5}))
+    run_trial(other, workdir=workdir)
+    assert list((workdir / "teachers").glob("*/" + WEIGHTS)) == entries
+    assert entries[0].stat().st_mtime_ns == mtime
+    _, runs = runs_of(workdir)
+    assert sorted(r.data.tags["teacher_source"] for r in runs) == ["cache", "trained"]
+
+
+def test_corrupt_teacher_cache_entry_is_rebuilt_not_loaded(tmp_path, caplog):
+    cfg = load_trial_config(tiny(tmp_path))
+    cpu = torch.device("cpu")
+    first = get_teacher(cfg, cache_dir=tmp_path / "t", device=cpu)
+    assert first.source == "trained"
+    assert get_teacher(cfg, cache_dir=tmp_path / "t", device=cpu).source == "cache"
+    with open(first.path, "r+b") as f:  # flip bytes in the middle of the weights
+        f.seek(first.path.stat().st_size // 2)
+        f.write(b"\x00\x01\x02\x03" * 8)
+    again = get_teacher(cfg, cache_dir=tmp_path / "t", device=cpu)
+    assert again.source == "trained"
+    assert "corrupt" in caplog.text
+
+
+def _teacher_worker(cfg_path: str, cache: str, out: str) -> None:
+    cfg = load_trial_config(cfg_path)
+    t = get_teacher(cfg, cache_dir=cache, device=torch.device("cpu"))
+    Path(out).write_text(t.source)
+
+
+def test_concurrent_trials_train_the_teacher_once(tmp_path):
+    cfg_path = str(tiny(tmp_path, **{"teacher.iterations": 8}))
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_teacher_worker, args=(cfg_path, str(tmp_path / "t"), str(tmp_path / f"o{i}")))
+             for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+        assert p.exitcode == 0
+    assert sorted((tmp_path / f"o{i}").read_text() for i in range(2)) == ["cache", "trained"]
+
+
+def test_official_dvmsr_checkpoint_works_as_teacher(tmp_path, shared_data):
+    ckpt = shared_data / "checkpoints" / "DVMSR.pth"
+    cfg = load_trial_config(tiny(tmp_path, **{"teacher.checkpoint": str(ckpt), "iterations": 2, "val_interval": 2}))
+    result = run_trial(cfg, workdir=tmp_path / "runs")
+    _, runs = runs_of(tmp_path / "runs")
+    assert runs[0].data.tags["teacher_source"] == "checkpoint"
+    assert result.metrics["teacher_params"] == 424_428
+
+
+def test_kill_9_mid_trial_then_restart_resumes_the_same_run(tmp_path):
+    workdir = tmp_path / "runs"
+    cfg_path = tiny(tmp_path, **{"iterations": 40, "checkpoint_interval": 2, "val_interval": 20, "patch_size": 24})
+    cfg = load_trial_config(cfg_path)
+    tdir = trial_dir_for(cfg, workdir)
+    cmd = [sys.executable, "-m", "srstudy.cli", "trial", "--config", str(cfg_path), "--workdir", str(workdir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:  # wait for a checkpoint past the start
+            ck = tdir / CHECKPOINT_NAME
+            if ck.exists():
+                try:
+                    if 4 <= torch.load(ck, weights_only=True)["iteration"] < 40:
+                        break
+                except Exception:  # being replaced right now
+                    pass
+            assert proc.poll() is None, "trial ended before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("no checkpoint appeared")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed_at = torch.load(tdir / CHECKPOINT_NAME, weights_only=True)["iteration"]
+    assert 4 <= killed_at < 40
+    run_id = json.loads((tdir / RUN_FILE).read_text())["run_id"]
+
+    result = run_trial(cfg, workdir=workdir)
+    assert result.run_id == run_id
+    assert result.resumed_from is not None and result.resumed_from >= killed_at
+    assert torch.load(tdir / CHECKPOINT_NAME, weights_only=True)["iteration"] == 40
+    client, runs = runs_of(workdir)
+    assert [r.info.run_id for r in runs] == [run_id]  # no duplicate run
+    assert runs[0].info.status == "FINISHED"
+    assert max(h.step for h in client.get_metric_history(run_id, "train_loss")) == 40
+    # and a third start returns the finished result without training again
+    assert run_trial(cfg, workdir=workdir).run_id == run_id
+
+
+def test_cli_trial_prints_run_id_and_config_errors_name_the_field(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["trial", "--config", str(tiny(tmp_path)), "--workdir", str(tmp_path / "w"),
+                              "--set", "student.embed_dim=-1"])
+    assert res.exit_code == 2 and "student.embed_dim" in res.output and "-1" in res.output
+    res = runner.invoke(app, ["trial", "--config", str(tiny(tmp_path)), "--set", "student.embedd_dim=4"])
+    assert res.exit_code == 2 and "student.embedd_dim" in res.output
+    res = runner.invoke(app, ["trial", "--config", str(tmp_path / "missing.yaml")])
+    assert res.exit_code == 2 and "missing.yaml" in res.output
+    res = runner.invoke(app, ["trial", "--config", str(tiny(tmp_path)), "--set", "data.train=[/no/such/folder]"])
+    assert res.exit_code == 2 and "data.train" in res.output and "/no/such/folder" in res.output
+    res = runner.invoke(app, ["trial", "--config", str(tiny(tmp_path)), "--workdir", str(tmp_path / "w"),
+                              "--set", "iterations=2", "--set", "val_interval=2"])
+    assert res.exit_code == 0, res.output
+    assert "run_id:" in res.output and "val_psnr" in res.output
+
+
+def test_overrides_parse_yaml_values():
+    cfg = load_trial_config(None, ["student.embed_dim=16", "data.benchmark_sets=[]", "precision=bf16"])
+    assert cfg.student.embed_dim == 16 and cfg.precision == "bf16"
+    with pytest.raises(ConfigError, match="alpha"):
+        load_trial_config(None, ["alpha=1.5"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_trial_config(None, ["alpha"])
+
+
+def test_batches_and_schedule_are_pure_functions_of_the_iteration():
+    assert batch_indices(10, 4, 3, seed=1) == batch_indices(10, 4, 3, seed=1)
+    assert batch_indices(10, 4, 3, seed=1) != batch_indices(10, 4, 3, seed=2)
+    epochs = [e for e, _ in batch_indices(5, 4, 1, seed=0)]  # positions 4..7 span epochs 0 and 1
+    assert epochs == [0, 1, 1, 1]
+    assert sorted(i for e, i in batch_indices(5, 5, 0, seed=0)) == list(range(5))
+    assert lr_at(0, 1.0, [2, 4], 0.5) == 1.0 and lr_at(2, 1.0, [2, 4], 0.5) == 0.5 and lr_at(9, 1.0, [2, 4], 0.5) == 0.25
