@@ -179,6 +179,43 @@ def teacher_command(
                       **{k: v for k, v in t.meta.items() if k in ("seconds", "energy", "final_train_loss")}}))
 
 
+@app.command("launch")
+def launch_command(
+    config: Optional[Path] = typer.Option(None, "--config", help="study YAML (default: the bundled CPU study)"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="study folder (default: the config's, ./srstudy-runs)"),
+    overrides: list[str] = typer.Option([], "--set", help="key=value override, e.g. --set num_samples=4"),
+    resume: bool = typer.Option(False, "--resume", help="continue the study already in --workdir"),
+    address: Optional[str] = typer.Option(None, "--address", help="join a Ray cluster: auto or host:port (default: local Ray on 127.0.0.1)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run a hyper-parameter study: Ray Tune + Optuna (multi-objective) + ASHA, MLflow runs."""
+    _setup_logging(verbose)
+    from .config import ConfigError, load_study_config
+    from .launch import StudyExistsError, launch
+
+    try:
+        study = load_study_config(config, list(overrides) + ([f"workdir={workdir}"] if workdir else []))
+    except ConfigError as e:
+        _fail(str(e))
+    try:
+        result = launch(study, resume=resume, address=address, console=console)
+    except (StudyExistsError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    table = Table(title=f"Pareto-best trials of study {study.name} ({len(result.pareto)} of "
+                        f"{sum(r['status'] == 'done' for r in result.rows)} finished)")
+    keys = list(study.search_space)
+    for col in ["trial", "MLflow run", *keys, *[str(o) for o in result.objectives]]:
+        table.add_column(col)
+    for r in result.pareto:
+        table.add_row(str(r["trial_id"]), str(r["mlflow_run_id"]), *[f"{r.get(k)}" for k in keys],
+                      *[f"{r[o.metric]:.4g}" for o in result.objectives])
+    Console(width=160).print(table)
+    counts = {s: sum(r["status"] == s for r in result.rows) for s in ("done", "pruned", "skipped", "error")}
+    print(f"trials: {counts}; wall time {result.wall_s:.0f} s")
+    store = result.tracking_uri
+    print(f"browse the runs: mlflow ui --backend-store-uri {store} --host 127.0.0.1")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -255,3 +255,178 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+# ---- the study: search space, objectives, constraints, resources --------------------------
+OBJECTIVE_ALIASES = {"psnr": "val_psnr", "ssim": "val_ssim", "energy": "gpu_energy_j", "latency": "latency_ms"}
+ENERGY_METRICS = ("gpu_energy_j", "gpu_energy_per_iter_j", "gpu_avg_power_w", "gpu_inference_energy_per_image_j")
+ANALYTIC_METRICS = ("params", "flops")  # known before training: constraints on them skip the trial
+
+
+class ParamSpec(_Model):
+    """One searched setting: an int range (with step, optionally log), a float range
+    (optionally log) or a categorical list — Optuna's distributions."""
+
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    step: float | None = Field(None, gt=0)
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter needs 'low' and 'high'")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log=true needs low > 0, got low={self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("choose either log=true or a step, not both")
+        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError(f"int parameter bounds must be integers, got {self.low}..{self.high}")
+        return self
+
+    def example(self) -> Any:
+        """A value inside the space (used to check that the key names a real setting)."""
+        if self.type == "categorical":
+            return self.choices[0]
+        return int(self.low) if self.type == "int" else float(self.low)
+
+
+class Objective(_Model):
+    """A metric to optimise and its direction; accepts `"psnr:max"` shorthand."""
+
+    metric: str
+    direction: Literal["max", "min"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, v):
+        if isinstance(v, str):
+            if ":" not in v:
+                raise ValueError(f"objective {v!r}: write metric:max or metric:min, e.g. psnr:max")
+            metric, direction = v.rsplit(":", 1)
+            v = {"metric": metric.strip(), "direction": direction.strip()}
+        if isinstance(v, dict) and "metric" in v:
+            v = {**v, "metric": OBJECTIVE_ALIASES.get(v["metric"], v["metric"])}
+        return v
+
+    def __str__(self) -> str:
+        return f"{self.metric}:{self.direction}"
+
+
+class Constraint(_Model):
+    """`metric op value`, e.g. `params <= 150000`; on analytic metrics (params, flops) it is
+    checked before any training and violating trials are skipped."""
+
+    metric: str
+    op: Literal["<=", ">=", "<", ">"]
+    value: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, v):
+        if isinstance(v, str):
+            import re
+
+            m = re.fullmatch(r"\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*", v)
+            if not m:
+                raise ValueError(f"constraint {v!r}: write 'metric <= value', e.g. 'params <= 150000'")
+            v = {"metric": m.group(1), "op": m.group(2), "value": float(m.group(3))}
+        return v
+
+    def holds(self, value: float) -> bool:
+        return {"<=": value <= self.value, ">=": value >= self.value,
+                "<": value < self.value, ">": value > self.value}[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g}"
+
+
+class Resources(_Model):
+    """Per-trial Ray resources; `gpu` may be fractional (0.25 → four trials per GPU)."""
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+    custom: dict[str, float] = Field(default_factory=dict, description="extra Ray resources, e.g. {jetson: 1}")
+
+
+class AshaSettings(_Model):
+    """ASHA early stopping on the validation-PSNR fidelity metric."""
+
+    enabled: bool = True
+    grace_period: int | None = Field(None, ge=1, description="iterations before a trial may be stopped (None: val_interval)")
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+def _default_objectives() -> list[Objective]:
+    return [Objective(metric=m, direction=d) for m, d in
+            (("val_psnr", "max"), ("gpu_energy_j", "min"), ("params", "min"), ("latency_ms", "min"))]
+
+
+class StudyConfig(_Model):
+    """A hyper-parameter study: a base trial, what to search, what to optimise, how to run."""
+
+    name: str = Field("srstudy", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    workdir: Path = Path("srstudy-runs")
+    tracking_uri: str | None = Field(None, description="MLflow URI (default: sqlite under workdir)")
+    trial: TrialConfig = Field(default_factory=TrialConfig)
+    search_space: dict[str, ParamSpec] = Field(default_factory=dict)
+    objectives: list[Objective] = Field(default_factory=_default_objectives, min_length=1)
+    constraints: list[Constraint] = Field(default_factory=list)
+    num_samples: int = Field(8, ge=1)
+    max_concurrent: int = Field(4, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+    asha: AshaSettings = Field(default_factory=AshaSettings)
+    seed: int = 0
+
+    @field_validator("search_space")
+    @classmethod
+    def _keys_name_trial_settings(cls, space: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
+        if not space:
+            raise ValueError("search_space is empty: give at least one setting to search, e.g. student.rank")
+        return space
+
+    @model_validator(mode="after")
+    def _check_against_trial(self):
+        base = self.trial.model_dump(mode="json")
+        for key, spec in self.search_space.items():
+            data = json.loads(json.dumps(base))
+            try:
+                apply_overrides(data, [f"{key}={json.dumps(spec.example())}"])
+                TrialConfig.model_validate(data)
+            except (ConfigError, ValidationError) as e:
+                raise ValueError(f"search_space key {key!r} is not a valid trial setting ({str(e).splitlines()[-1].strip()})") from None
+        metrics = [o.metric for o in self.objectives]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"objectives repeat a metric: {metrics}")
+        return self
+
+    def identity(self) -> str:
+        """Hash of the whole study config (a resumed study must match it)."""
+        payload = self.model_dump(mode="json", exclude={"workdir", "tracking_uri"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def trial_config(self, params: dict[str, Any]) -> TrialConfig:
+        """The base trial with sampled `params` (`{"student.rank": 3, …}`) applied."""
+        data = self.trial.model_dump(mode="json")
+        apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in params.items()])
+        return build(TrialConfig, data, f"study {self.name} trial {params}")
+
+
+DEFAULT_STUDY = Path(__file__).parent / "configs" / "default_study.yaml"
+
+
+def load_study_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    """A validated `StudyConfig` from YAML (default: the bundled CPU study) plus overrides."""
+    path = DEFAULT_STUDY if path is None else Path(path)
+    data = read_yaml(path)
+    apply_overrides(data, overrides)
+    source = str(path) + (" + --set " + " ".join(overrides) if overrides else "")
+    return build(StudyConfig, data, source)

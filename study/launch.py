@@ -1,0 +1,435 @@
+"""`srstudy launch`: a Ray Tune study — Optuna multi-objective search, ASHA, fractional GPUs,
+crash-safe resume.
+
+    study config ─► OptunaSearch (TPE, multi-objective, RDB storage <workdir>/optuna.db)
+                    └ ConcurrencyLimiter(max_concurrent)
+                 ─► ASHA on val_psnr (time attribute: iteration)
+                 ─► Tuner(with_resources(trial, {cpu, gpu}))  ─► one MLflow run per trial,
+                                                                  under a parent run for the study
+
+Pruned trials: a trial that ASHA stops early — or that breaks an analytic constraint and is
+skipped before training — is told to Optuna as PRUNED, never as COMPLETE with truncated
+objective values, so it cannot pollute the Pareto front; its MLflow run is ended KILLED and
+tagged `pruned=true`.
+
+Resume: `<workdir>/study.json` records the study. After a crash (even kill -9 of the launcher
+and Ray), `srstudy launch --resume` restores the Tuner from `<workdir>/ray_results/<name>`
+with the Optuna study from its storage; finished trials are kept, unfinished ones restart and
+continue from their own checkpoints (`<workdir>/trials/<trial id>`) into the same MLflow runs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from . import _ray
+from .config import ANALYTIC_METRICS, ENERGY_METRICS, Objective, StudyConfig, flatten
+from .tracking import TrialRun, default_tracking_uri
+
+log = logging.getLogger("srstudy.launch")
+
+STATE_FILE = "study.json"
+
+
+class StudyExistsError(RuntimeError):
+    """The workdir already holds a study and --resume was not given."""
+
+
+# ---- objectives that can be measured here -------------------------------------------------
+def energy_unavailable_reason(resources_gpu: float) -> str | None:
+    """Why GPU energy can't be measured for these trials (None: it can)."""
+    if resources_gpu <= 0:
+        return "trials run on CPU (resources.gpu = 0)"
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        if pynvml.nvmlDeviceGetCount() < 1:
+            return "NVML sees no GPU"
+    except Exception as e:  # noqa: BLE001 - any NVML failure means no energy
+        return f"NVML unavailable ({type(e).__name__}: {e})"
+    return None
+
+
+def measurable_objectives(study: StudyConfig, say: Callable[[str], None]) -> list[Objective]:
+    """The study's objectives minus those this machine cannot measure (with a notice)."""
+    reason = energy_unavailable_reason(study.resources.gpu)
+    kept = []
+    for obj in study.objectives:
+        if obj.metric in ENERGY_METRICS and reason is not None:
+            say(f"objective {obj} dropped from the search: GPU energy cannot be measured ({reason}); "
+                "it is not filled with 0")
+            continue
+        kept.append(obj)
+    if not kept:
+        raise ValueError("no objective is left to optimise on this machine; add one that can be measured, e.g. psnr:max")
+    return kept
+
+
+# ---- Optuna side ----------------------------------------------------------------------------
+def optuna_space(study: StudyConfig) -> dict[str, Any]:
+    """The search space as Optuna distributions, keyed by trial-setting path."""
+    import optuna.distributions as d
+
+    space = {}
+    for key, p in study.search_space.items():
+        if p.type == "categorical":
+            space[key] = d.CategoricalDistribution(p.choices)
+        elif p.type == "int":
+            space[key] = d.IntDistribution(int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+        else:
+            space[key] = d.FloatDistribution(p.low, p.high, step=p.step, log=p.log)
+    return space
+
+
+class PruneAwareOptunaSearch(_ray.OptunaSearch):
+    """OptunaSearch that tells early-stopped or skipped trials as PRUNED.
+
+    Stock OptunaSearch tells Optuna a trial stopped by ASHA as COMPLETE with its last,
+    truncated values (or fails to tell it at all when the other objectives are missing).
+    Here only a result carrying `final=True` and every objective completes an Optuna trial.
+    """
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        from optuna.trial import TrialState
+
+        ot_trial = self._ot_trials[trial_id]
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        values = [None if not result else result.get(m) for m in metrics]
+        complete = (not error and result and result.get("final")
+                    and all(v is not None and math.isfinite(float(v)) for v in values))
+        if complete:
+            return super().on_trial_complete(trial_id, result, error)
+        reason = "error" if error else (
+            "constraint_violated" if result and result.get("constraint_violated") else "stopped_early")
+        ot_trial.set_user_attr("srstudy_status", reason)
+        self._ot_study.tell(ot_trial, state=TrialState.FAIL if error else TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+
+# ---- the Tune trainable -----------------------------------------------------------------------
+def _report_objectives(metrics: dict[str, float], objectives: list[str]) -> dict[str, float]:
+    return {m: metrics[m] for m in objectives if m in metrics}
+
+
+def tune_trial(params: dict[str, Any], *, study_json: str, workdir: str, tracking_uri: str,
+               parent_run_id: str | None, objectives: list[str]) -> None:
+    """One Tune trial = one `run_trial` = one MLflow run (resumed after a crash)."""
+    import torch
+
+    from srstudy.trials.distill import RUN_FILE, run_trial
+
+    study = StudyConfig.model_validate_json(study_json)
+    cfg = study.trial_config(params)
+    torch.set_num_threads(max(1, int(study.resources.cpu)))
+    tid = _ray.trial_id()
+    tdir = Path(workdir) / "trials" / tid
+    base = {"iteration": 0, "trial_dir": str(tdir)}
+
+    # analytic constraints: checked before any training
+    analytic = {"params": cfg.student.param_count(cfg.scale),
+                "flops": cfg.student.to_model_config(cfg.scale).flops(cfg.latency.height, cfg.latency.width)}
+    broken = [str(c) for c in study.constraints if c.metric in ANALYTIC_METRICS and not c.holds(analytic[c.metric])]
+    if broken:
+        _ray.report({**base, **analytic, "final": True, "constraint_violated": True,
+                     "constraint": "; ".join(broken), "val_psnr": float("nan")})
+        return
+
+    def run_id() -> str | None:
+        f = tdir / RUN_FILE
+        return json.loads(f.read_text())["run_id"] if f.exists() else None
+
+    def on_validate(it: int, m: dict[str, float]) -> None:
+        if it >= cfg.iterations:  # the final report carries it, with every objective
+            return
+        _ray.report({**base, **m, "iteration": it, "final": False, "mlflow_run_id": run_id()})
+
+    result = run_trial(cfg, workdir=workdir, tracking_uri=tracking_uri, trial_dir=tdir,
+                       parent_run_id=parent_run_id, run_name=tid, teacher_cache=Path(workdir) / "teachers",
+                       on_validate=on_validate)
+    m = result.metrics
+    final = {**base, **m, "iteration": cfg.iterations, "final": True, "mlflow_run_id": result.run_id}
+    broken = [str(c) for c in study.constraints if c.metric in m and not c.holds(m[c.metric])]
+    if broken:
+        final.update(constraint_violated=True, constraint="; ".join(broken))
+    _ray.report(final)
+
+
+# ---- live output and MLflow bookkeeping ---------------------------------------------------------
+class StudyProgress(_ray.Callback):
+    """Prints a table of trials (status, config, objectives) every `every_s` and at the end;
+    ends the MLflow runs of pruned trials as KILLED with `pruned=true`."""
+
+    def __init__(self, study: StudyConfig, objectives: list[str], tracking_uri: str, console: Console,
+                 every_s: float = 15.0) -> None:
+        self.study, self.objectives, self.tracking_uri = study, objectives, tracking_uri
+        self.console, self.every_s = console, every_s
+        self._last = 0.0
+
+    def __getstate__(self):  # Tune pickles its callbacks with the experiment state
+        return {k: v for k, v in self.__dict__.items() if k != "console"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.console = Console(stderr=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if time.time() - self._last > self.every_s:
+            self._last = time.time()
+            self.console.print(trials_table(self.study, self.objectives, trials))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        res = trial.last_result or {}
+        run_id = res.get("mlflow_run_id")
+        if run_id and not res.get("final"):
+            try:
+                run = TrialRun(self.tracking_uri, run_id)
+                run.set_tags({"pruned": "true", "pruned_at_iteration": res.get("iteration")})
+                run.finish("KILLED")
+            except Exception as e:  # noqa: BLE001 - bookkeeping must not stop the study
+                log.warning("could not mark MLflow run %s as pruned: %s", run_id, e)
+
+    def on_experiment_end(self, trials, **info):
+        self.console.print(trials_table(self.study, self.objectives, trials))
+
+
+def _status(trial) -> str:
+    res = trial.last_result or {}
+    if trial.status == "TERMINATED":
+        if res.get("constraint_violated"):
+            return "skipped (constraint)"
+        return "done" if res.get("final") else f"pruned @ {res.get('iteration')}"
+    return trial.status.lower()
+
+
+def trials_table(study: StudyConfig, objectives: list[str], trials) -> Table:
+    table = Table(title=f"study {study.name}: {len(trials)} trial(s)")
+    table.add_column("trial")
+    table.add_column("status")
+    for key in study.search_space:
+        table.add_column(key.rsplit(".", 1)[-1], justify="right")
+    table.add_column("iter", justify="right")
+    for m in objectives:
+        table.add_column(m, justify="right")
+    for t in trials:
+        res = t.last_result or {}
+        cfg = t.config or {}
+        row = [t.trial_id, _status(t)]
+        row += [_fmt(cfg.get(k)) for k in study.search_space]
+        row.append(str(res.get("iteration", "")))
+        row += [_fmt(res.get(m)) if res.get("final") or m == "val_psnr" else "" for m in objectives]
+        table.add_row(*row)
+    return table
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+# ---- the launcher ---------------------------------------------------------------------------
+@dataclass
+class StudyResult:
+    rows: list[dict[str, Any]]
+    objectives: list[Objective]
+    pareto: list[dict[str, Any]] = field(default_factory=list)
+    parent_run_id: str | None = None
+    tracking_uri: str = ""
+    wall_s: float = 0.0
+
+
+def _read_state(workdir: Path) -> dict | None:
+    f = workdir / STATE_FILE
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def _write_state(workdir: Path, state: dict) -> None:
+    tmp = workdir / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    tmp.replace(workdir / STATE_FILE)
+
+
+def _prepare_teacher(study: StudyConfig, workdir: Path) -> None:
+    """Train (or find) the shared teacher once, before any trial, on a worker with the
+    trials' resources — so concurrent trials never queue on the teacher lock."""
+    if study.trial.teacher.checkpoint is not None:
+        return
+
+    def build(study_json: str, workdir: str) -> str:
+        from srstudy.inference import resolve_device
+        from srstudy.trials.teacher import get_teacher
+
+        s = StudyConfig.model_validate_json(study_json)
+        t = get_teacher(s.trial, cache_dir=Path(workdir) / "teachers", device=resolve_device(s.trial.device))
+        return t.source
+
+    task = _ray.remote(build, num_cpus=study.resources.cpu, num_gpus=study.resources.gpu)
+    source = _ray.get(task.remote(study.model_dump_json(), str(workdir)))
+    log.info("teacher ready (%s)", source)
+
+
+def _check_resources(study: StudyConfig) -> None:
+    have = _ray.cluster_resources()
+    need = {"CPU": study.resources.cpu, "GPU": study.resources.gpu, **study.resources.custom}
+    missing = [f"{k}={v:g} (cluster has {have.get(k, 0):g})" for k, v in need.items() if v > 0 and have.get(k, 0) < v]
+    if missing:
+        raise ValueError("no node can run a trial: it asks for " + ", ".join(missing) +
+                         "; lower resources.* or join a cluster that has them (--address)")
+
+
+def _reconcile_optuna(storage_url: str, name: str) -> int:
+    """After Tune has finished every trial, Optuna trials still RUNNING were asked for by a
+    searcher state lost in a crash (no Tune trial owns them): mark them FAIL."""
+    import optuna
+    from optuna.trial import TrialState
+
+    st = optuna.storages.RDBStorage(storage_url)
+    study_id = st.get_study_id_from_name(name)
+    n = 0
+    for t in st.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        st.set_trial_user_attr(t._trial_id, "srstudy_status", "orphaned_by_crash")
+        st.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        n += 1
+    return n
+
+
+def launch(study: StudyConfig, *, resume: bool = False, address: str | None = None,
+           console: Console | None = None) -> StudyResult:
+    """Run (or resume) a study to `num_samples` finished trials; see the module docstring."""
+    import optuna
+
+    console = console or Console(stderr=True)
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    t0 = time.perf_counter()
+    workdir = study.workdir.expanduser().resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    tracking_uri = study.tracking_uri or default_tracking_uri(workdir)
+    state = _read_state(workdir)
+    exp_path = workdir / "ray_results" / study.name
+    if state is not None and not resume:
+        raise StudyExistsError(
+            f"{workdir} already holds study {state['name']!r}; resume it with `srstudy launch --resume "
+            f"--workdir {workdir}`, or choose another --workdir")
+    if state is not None and state["identity"] != study.identity():
+        raise StudyExistsError(
+            f"{workdir} holds study {state['name']!r} with a different configuration; resume it with the "
+            "config it was started with, or choose another --workdir")
+    if resume and state is None:
+        console.print(f"[yellow]--resume: no study in {workdir} yet, starting a new one[/]")
+
+    objectives = measurable_objectives(study, lambda msg: console.print(f"[yellow]notice:[/] {msg}"))
+    obj_names = [o.metric for o in objectives]
+    storage_url = f"sqlite:///{workdir / 'optuna.db'}"
+
+    if state is None:
+        parent = TrialRun.start(tracking_uri=tracking_uri, experiment=study.trial.experiment,
+                                run_name=f"study-{study.name}", artifact_root=workdir / "artifacts",
+                                tags={"role": "study", "study": study.name})
+        parent.log_params(flatten({"study": study.model_dump(mode="json", exclude={"trial"})}))
+        state = {"name": study.name, "identity": study.identity(), "parent_run_id": parent.run_id,
+                 "experiment_path": str(exp_path), "objectives": [str(o) for o in objectives]}
+        _write_state(workdir, state)
+    else:
+        parent = TrialRun.start(tracking_uri=tracking_uri, experiment=study.trial.experiment,
+                                run_id=state["parent_run_id"])
+
+    if address:
+        _ray.connect(address)
+    else:
+        _ray.init_local()
+    try:
+        _check_resources(study)
+        _prepare_teacher(study, workdir)
+        trainable = _ray.with_resources(
+            _ray.with_parameters(tune_trial, study_json=study.model_dump_json(), workdir=str(workdir),
+                                 tracking_uri=tracking_uri, parent_run_id=state["parent_run_id"],
+                                 objectives=obj_names),
+            {"cpu": study.resources.cpu, "gpu": study.resources.gpu, **study.resources.custom},
+        )
+        progress = StudyProgress(study, obj_names, tracking_uri, console)
+        if exp_path.exists() and _ray.can_restore(str(exp_path)):
+            console.print(f"resuming study {study.name!r} from {exp_path}")
+            tuner = _ray.restore_tuner(str(exp_path), trainable)
+        else:
+            searcher = PruneAwareOptunaSearch(
+                space=optuna_space(study), metric=obj_names, mode=[o.direction for o in objectives],
+                storage=optuna.storages.RDBStorage(storage_url), study_name=study.name,
+                sampler=optuna.samplers.TPESampler(seed=study.seed, multivariate=True),
+            )
+            scheduler = None
+            if study.asha.enabled:
+                scheduler = _ray.ASHAScheduler(
+                    time_attr="iteration", metric="val_psnr", mode="max", max_t=study.trial.iterations,
+                    grace_period=min(study.asha.grace_period or study.trial.val_interval, study.trial.iterations),
+                    reduction_factor=study.asha.reduction_factor)
+            tuner = _ray.Tuner(
+                trainable,
+                tune_config=_ray.TuneConfig(
+                    search_alg=_ray.ConcurrencyLimiter(searcher, max_concurrent=study.max_concurrent),
+                    scheduler=scheduler, num_samples=study.num_samples, reuse_actors=False),
+                run_config=_ray.RunConfig(
+                    name=study.name, storage_path=str(workdir / "ray_results"), verbose=0,
+                    callbacks=[progress], failure_config=_ray.FailureConfig(max_failures=1)),
+            )
+        grid = tuner.fit()
+        rows = _rows(grid, study, obj_names)
+    finally:
+        _ray.shutdown()
+    orphans = _reconcile_optuna(storage_url, study.name)
+    result = StudyResult(rows, objectives, parent_run_id=state["parent_run_id"], tracking_uri=tracking_uri,
+                         wall_s=time.perf_counter() - t0)
+    result.pareto = pareto_rows(rows, objectives)
+    _summarise(parent, result, workdir, orphans)
+    return result
+
+
+def _rows(grid, study: StudyConfig, objectives: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for res in grid:
+        m = res.metrics or {}
+        cfg = res.config or {}
+        status = ("error" if res.error else "skipped" if m.get("constraint_violated")
+                  else "done" if m.get("final") else "pruned")
+        row = {"trial_id": m.get("trial_id"), "status": status, "mlflow_run_id": m.get("mlflow_run_id"),
+               "iteration": m.get("iteration"), **{k: cfg.get(k) for k in study.search_space}}
+        row.update({o: m.get(o) for o in objectives})
+        row["val_psnr"] = m.get("val_psnr")
+        rows.append(row)
+    return rows
+
+
+def pareto_rows(rows: list[dict[str, Any]], objectives: list[Objective]) -> list[dict[str, Any]]:
+    """The non-dominated finished trials (those with every objective measured)."""
+    from srstudy.analysis.pareto import pareto_front
+
+    done = [r for r in rows if r["status"] == "done"
+            and all(r.get(o.metric) is not None and math.isfinite(r[o.metric]) for o in objectives)]
+    if not done:
+        return []
+    mask = pareto_front([[r[o.metric] for o in objectives] for r in done], [o.direction for o in objectives])
+    return [r for r, keep in zip(done, mask) if keep]
+
+
+def _summarise(parent: TrialRun, result: StudyResult, workdir: Path, orphans: int) -> None:
+    counts = {s: sum(r["status"] == s for r in result.rows) for s in ("done", "pruned", "skipped", "error")}
+    parent.log_metrics({f"trials_{k}": v for k, v in counts.items()} | {
+        "pareto_size": len(result.pareto), "study_wall_s": result.wall_s, "optuna_orphans_failed": orphans})
+    out = workdir / "study_trials.json"
+    out.write_text(json.dumps({"rows": result.rows, "pareto": result.pareto}, indent=1, default=str))
+    parent.log_artifact(out, "study")
+    parent.finish("FINISHED")
