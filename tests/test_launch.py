@@ -1,0 +1,223 @@
+"""`srstudy launch`: Ray Tune + Optuna multi-objective + ASHA on real local Ray, a real
+Optuna RDB storage and a real sqlite MLflow store; kill -9 of the launcher and Ray, resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+import yaml
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from srstudy.config import ConfigError, load_study_config
+from srstudy.launch import PruneAwareOptunaSearch, StudyExistsError, launch, optuna_space
+
+TINY_TRIAL = {
+    "experiment": "tiny-study",
+    "iterations": 12,
+    "batch_size": 2,
+    "patch_size": 16,
+    "val_interval": 4,
+    "checkpoint_interval": 2,
+    "device": "cpu",
+    "student": {"embed_dim": 8, "n_groups": 1, "blocks_per_group": 1, "rank": 2},
+    "teacher": {"arch": {"embed_dim": 8, "n_groups": 1, "blocks_per_group": 1, "rank": 2}, "iterations": 4},
+    "data": {"val_max_images": 1},
+    "latency": {"height": 16, "width": 16, "repeats": 3, "warmup": 1},
+}
+
+
+def tiny_study(tmp_path: Path, **top) -> Path:
+    cfg = {
+        "name": "tiny",
+        "workdir": str(tmp_path / "study"),
+        "trial": json.loads(json.dumps(TINY_TRIAL)),
+        "search_space": {
+            "student.rank": {"type": "int", "low": 1, "high": 3},
+            "alpha": {"type": "float", "low": 0.0, "high": 1.0},
+            "student.embed_dim": {"type": "categorical", "choices": [4, 8, 12]},
+        },
+        "objectives": ["psnr:max", "energy:min", "params:min", "latency:min"],
+        "num_samples": 4,
+        "max_concurrent": 2,
+        "resources": {"cpu": 1, "gpu": 0},
+        "asha": {"enabled": True, "grace_period": 4, "reduction_factor": 2},
+        "seed": 3,
+    }
+    for k, v in top.items():
+        node = cfg
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def trial_runs(workdir: Path, experiment: str = "tiny-study"):
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], filter_string="tags.role = 'trial'", max_results=1000)
+
+
+def optuna_trials(workdir: Path, name: str = "tiny"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'optuna.db'}").get_trials(deepcopy=False)
+
+
+def test_asha_multi_objective_study_keeps_pruned_trials_off_the_front(tmp_path):
+    # params <= 7000 skips the widest students before training (analytic constraint)
+    study = load_study_config(tiny_study(tmp_path, num_samples=6), ["constraints=['params <= 7000']"])
+    res = launch(study)
+    workdir = study.workdir.resolve()
+    assert len(res.rows) == 6
+    # energy cannot be measured on CPU: dropped from the search, never filled with 0
+    assert [o.metric for o in res.objectives] == ["val_psnr", "params", "latency_ms"]
+    client, runs = trial_runs(workdir)
+    by_run = {r.info.run_id: r for r in runs}
+    ot = {t.number: t for t in optuna_trials(workdir)}
+    assert len(ot) == 6
+    complete = [t for t in ot.values() if t.state == TrialState.COMPLETE]
+    assert len(complete) == sum(r["status"] == "done" for r in res.rows)
+    for row in res.rows:
+        if row["status"] == "done":
+            run = by_run[row["mlflow_run_id"]]
+            assert run.info.status == "FINISHED"
+            final = [run.data.metrics["val_psnr"], run.data.metrics["params"], run.data.metrics["latency_ms"]]
+            # the Optuna trial holding these values is a COMPLETE one: no truncated values
+            assert any(t.values == pytest.approx(final) for t in complete)
+            assert run.data.metrics["params"] <= 7000
+        elif row["status"] == "pruned":
+            run = by_run[row["mlflow_run_id"]]
+            assert run.data.tags["pruned"] == "true" and run.info.status == "KILLED"
+            assert row["iteration"] < TINY_TRIAL["iterations"]
+        else:
+            assert row["status"] == "skipped", row
+    # every non-complete Optuna trial is PRUNED with a reason, none COMPLETE with partial values
+    for t in ot.values():
+        if t.state != TrialState.COMPLETE:
+            assert t.state == TrialState.PRUNED and t.values is None
+            assert t.user_attrs["srstudy_status"] in ("stopped_early", "constraint_violated")
+    assert any(t.user_attrs.get("srstudy_status") == "constraint_violated" for t in ot.values())
+    # the front holds only finished trials and is non-dominated
+    assert res.pareto and all(r["status"] == "done" for r in res.pareto)
+    # one MLflow run per trial that trained, all children of the study's parent run
+    parent = client.get_run(res.parent_run_id)
+    assert parent.data.tags["role"] == "study" and parent.data.metrics["trials_done"] == len(complete)
+    assert all(r.data.tags["mlflow.parentRunId"] == res.parent_run_id for r in runs)
+    trained = [r for r in res.rows if r["status"] in ("done", "pruned")]
+    assert len(runs) == len(trained)
+
+
+def test_prune_aware_searcher_tells_stopped_trials_as_pruned(tmp_path):
+    study = load_study_config(tiny_study(tmp_path))
+    searcher = PruneAwareOptunaSearch(
+        space=optuna_space(study), metric=["val_psnr", "params"], mode=["max", "min"],
+        storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}"), study_name="s", seed=0)
+    for tid in ("a", "b", "c"):
+        assert searcher.suggest(tid)
+    searcher.on_trial_complete("a", {"val_psnr": 20.0, "iteration": 4, "final": False})  # ASHA stopped it
+    searcher.on_trial_complete("b", {"val_psnr": 25.0, "params": 900.0, "iteration": 12, "final": True})
+    searcher.on_trial_complete("c", None, error=True)
+    states = {t.number: (t.state, t.values) for t in optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'o.db'}").trials}
+    assert states[0] == (TrialState.PRUNED, None)
+    assert states[1] == (TrialState.COMPLETE, [25.0, 900.0])
+    assert states[2][0] == TrialState.FAIL
+
+
+def test_existing_study_needs_resume_and_the_same_config(tmp_path):
+    study = load_study_config(tiny_study(tmp_path))
+    workdir = study.workdir.resolve()
+    workdir.mkdir(parents=True)
+    (workdir / "study.json").write_text(json.dumps({"name": "tiny", "identity": study.identity(),
+                                                    "parent_run_id": "x", "experiment_path": "y"}))
+    with pytest.raises(StudyExistsError, match="--resume"):
+        launch(study)
+    other = load_study_config(tiny_study(tmp_path), ["num_samples=9"])
+    with pytest.raises(StudyExistsError, match="different configuration"):
+        launch(other, resume=True)
+
+
+def test_study_config_errors_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match="search_space key 'student.rnk'"):
+        load_study_config(tiny_study(tmp_path, search_space={"student.rnk": {"type": "int", "low": 1, "high": 2}}))
+    with pytest.raises(ConfigError, match="low"):
+        load_study_config(tiny_study(tmp_path), ["search_space={alpha: {type: float, low: 2, high: 1}}"])
+    with pytest.raises(ConfigError, match="objectives"):
+        load_study_config(tiny_study(tmp_path), ["objectives=[psnr]"])
+    with pytest.raises(ConfigError, match="constraints"):
+        load_study_config(tiny_study(tmp_path), ["constraints=['params is small']"])
+    with pytest.raises(ConfigError, match="resources.gpu"):
+        load_study_config(tiny_study(tmp_path), ["resources.gpu=-1"])
+    default = load_study_config()
+    assert default.trial.device == "cpu" and default.trial.data.train == "default"
+
+
+def _descendants_and_self(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def test_kill_9_of_launcher_and_ray_then_resume_loses_nothing(tmp_path):
+    cfg_path = tiny_study(tmp_path, num_samples=4, **{"trial.iterations": 30, "asha.enabled": False})
+    study = load_study_config(cfg_path)
+    workdir = study.workdir.resolve()
+    cmd = [sys.executable, "-m", "srstudy.cli", "launch", "--config", str(cfg_path)]
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    victims: list[psutil.Process] = []
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline:
+            trials = list((workdir / "trials").glob("*")) if (workdir / "trials").exists() else []
+            done = [t for t in trials if (t / "result.json").exists()]
+            midway = [t for t in trials if (t / "checkpoint.pth").exists() and not (t / "result.json").exists()]
+            if done and midway:
+                break
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("no finished + mid-way trial pair appeared")
+        victims = _descendants_and_self(proc.pid)
+        assert len(victims) > 3  # the launcher, Ray's GCS, raylet and trial workers
+    finally:
+        for p in victims or _descendants_and_self(proc.pid):
+            try:
+                p.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        proc.wait()
+    time.sleep(1)
+    assert not [p for p in victims if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    finished_before = {t.name: (t / "result.json").stat().st_mtime_ns for t in done}
+    run_ids_before = {t.name: json.loads((t / "run.json").read_text())["run_id"]
+                      for t in (workdir / "trials").glob("*") if (t / "run.json").exists()}
+
+    # relaunch without --resume: a clear refusal; with --resume: it finishes
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "Pareto-best" in resumed.stdout and "mlflow ui --backend-store-uri" in resumed.stdout
+
+    summary = json.loads((workdir / "study_trials.json").read_text())
+    assert len(summary["rows"]) == 4 and all(r["status"] == "done" for r in summary["rows"])
+    for name, mtime in finished_before.items():  # finished trials were kept, not re-run
+        assert (workdir / "trials" / name / "result.json").stat().st_mtime_ns == mtime
+    client, runs = trial_runs(workdir)
+    assert len(runs) == 4  # no duplicate MLflow run
+    assert len({r.data.tags["trial_dir"] for r in runs}) == 4
+    for name, run_id in run_ids_before.items():  # unfinished trials continued in their own runs
+        assert json.loads((workdir / "trials" / name / "run.json").read_text())["run_id"] == run_id
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert any(r.data.tags.get("resumed_from") not in (None, "None") for r in runs)
+    complete = [t for t in optuna_trials(workdir) if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4
