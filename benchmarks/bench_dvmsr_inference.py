@@ -1,0 +1,76 @@
+"""DVMSR (official topology) batch-1 inference time per selective-scan backend, one run.
+
+    python benchmarks/bench_dvmsr_inference.py --device cuda --sizes 64,256 \
+        --backends chunked,cuda --out benchmarks/results/dvmsr_inference_h100.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from srstudy.inference import resolve_device
+from srstudy.models.dvmsr import DVMSR, preset
+from srstudy.models.scan import resolve_backend
+
+
+def time_ms(fn, device, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--sizes", default="64,256")
+    ap.add_argument("--backends", default="chunked,cuda")
+    ap.add_argument("--preset", default="dvmsr")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    model = DVMSR(preset(args.preset)).to(device).eval()
+    out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "torch": torch.__version__, "preset": args.preset, "times_ms": {}}
+    for name in args.backends.split(","):
+        try:
+            model.set_scan_backend(resolve_backend(name, device))
+        except RuntimeError as e:
+            out["times_ms"][name] = {"skipped": str(e)}
+            continue
+        out["times_ms"][name] = {}
+        for s in (int(x) for x in args.sizes.split(",")):
+            x = torch.rand(1, 3, s, s, device=device)
+            with torch.no_grad():
+                try:
+                    out["times_ms"][name][f"lr{s}"] = time_ms(lambda: model(x), device, args.repeats, args.warmup)
+                except torch.OutOfMemoryError as e:
+                    out["times_ms"][name][f"lr{s}"] = f"OOM: {e}"[:200]
+                    torch.cuda.empty_cache()
+            print(name, s, out["times_ms"][name][f"lr{s}"])
+    t = out["times_ms"]
+    for s in args.sizes.split(","):
+        a, b = t.get("chunked", {}).get(f"lr{s}"), t.get("cuda", {}).get(f"lr{s}")
+        if isinstance(a, float) and isinstance(b, float):
+            out[f"chunked_vs_cuda_ratio_lr{s}"] = a / b
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
