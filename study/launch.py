@@ -100,8 +100,11 @@ class PruneAwareOptunaSearch(_ray.OptunaSearch):
     """
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in self._completed_trials:
             return super().on_trial_complete(trial_id, result, error)
+        if trial_id not in self._ot_trials and not self._recover(trial_id, result):
+            log.warning("trial %s completed but its Optuna trial is unknown and has no config to rebuild it", trial_id)
+            return
         from optuna.trial import TrialState
 
         ot_trial = self._ot_trials[trial_id]
@@ -116,6 +119,39 @@ class PruneAwareOptunaSearch(_ray.OptunaSearch):
         ot_trial.set_user_attr("srstudy_status", reason)
         self._ot_study.tell(ot_trial, state=TrialState.FAIL if error else TrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+    def _recover(self, trial_id: str, result: dict | None) -> bool:
+        """Re-attach a Tune trial whose Optuna trial the restored searcher state no longer
+        knows (a crash between Optuna's `ask` and Tune's experiment checkpoint): reuse the
+        RUNNING Optuna trial with the same parameters, else ask one with those parameters."""
+        import optuna
+        from optuna.trial import TrialState
+
+        params = (result or {}).get("config")
+        if not isinstance(params, dict):
+            return False
+        params = {k: params[k] for k in self._space if k in params}
+        claimed = {t._trial_id for t in self._ot_trials.values()}
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen._trial_id not in claimed and frozen.params == params:
+                self._ot_trials[trial_id] = optuna.Trial(self._ot_study, frozen._trial_id)
+                log.info("re-attached trial %s to Optuna trial #%d after a restore", trial_id, frozen.number)
+                return True
+        self._ot_study.enqueue_trial(params)
+        self._ot_trials[trial_id] = self._ot_study.ask(fixed_distributions=self._space)
+        log.info("re-created Optuna trial for %s after a restore", trial_id)
+        return True
+
+
+class ResumableConcurrencyLimiter(_ray.ConcurrencyLimiter):
+    """ConcurrencyLimiter that still forwards the completion of a trial it lost track of in a
+    crash (Tune restores it, the limiter's restored state never saw it) — the stock one drops
+    it, and the Optuna study would never learn the trial's result."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if self._limit_concurrency and trial_id not in self.live_trials:
+            return self.searcher.on_trial_complete(trial_id, result=result, error=error)
+        return super().on_trial_complete(trial_id, result=result, error=error)
 
 
 # ---- the Tune trainable -----------------------------------------------------------------------
@@ -380,7 +416,7 @@ def launch(study: StudyConfig, *, resume: bool = False, address: str | None = No
             tuner = _ray.Tuner(
                 trainable,
                 tune_config=_ray.TuneConfig(
-                    search_alg=_ray.ConcurrencyLimiter(searcher, max_concurrent=study.max_concurrent),
+                    search_alg=ResumableConcurrencyLimiter(searcher, max_concurrent=study.max_concurrent),
                     scheduler=scheduler, num_samples=study.num_samples, reuse_actors=False),
                 run_config=_ray.RunConfig(
                     name=study.name, storage_path=str(workdir / "ray_results"), verbose=0,

@@ -18,7 +18,13 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from srstudy.config import ConfigError, load_study_config
-from srstudy.launch import PruneAwareOptunaSearch, StudyExistsError, launch, optuna_space
+from srstudy.launch import (
+    PruneAwareOptunaSearch,
+    ResumableConcurrencyLimiter,
+    StudyExistsError,
+    launch,
+    optuna_space,
+)
 
 TINY_TRIAL = {
     "experiment": "tiny-study",
@@ -131,6 +137,29 @@ def test_prune_aware_searcher_tells_stopped_trials_as_pruned(tmp_path):
     assert states[0] == (TrialState.PRUNED, None)
     assert states[1] == (TrialState.COMPLETE, [25.0, 900.0])
     assert states[2][0] == TrialState.FAIL
+
+
+def test_searcher_restored_without_a_trial_reattaches_its_optuna_trial(tmp_path):
+    """A crash between Optuna's ask and Tune's experiment checkpoint: the restored searcher
+    does not know the trial; its completion must still reach Optuna, without a duplicate."""
+    study = load_study_config(tiny_study(tmp_path))
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+
+    def searcher():
+        return PruneAwareOptunaSearch(space=optuna_space(study), metric=["val_psnr", "params"], mode=["max", "min"],
+                                      storage=optuna.storages.RDBStorage(url), study_name="s", seed=0)
+
+    params = searcher().suggest("lost")  # asked, then the launcher died
+    restored = ResumableConcurrencyLimiter(searcher(), max_concurrent=2)
+    restored.on_trial_complete("lost", {"val_psnr": 21.0, "params": 800.0, "final": True, "config": params})
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert [(t.state, t.values) for t in trials] == [(TrialState.COMPLETE, [21.0, 800.0])]
+    # a trial whose Optuna twin vanished entirely is re-created from its config
+    restored.on_trial_complete("other", {"val_psnr": 22.0, "params": 700.0, "final": True,
+                                         "config": {**params, "alpha": 0.5}})
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert trials[1].params["alpha"] == 0.5
 
 
 def test_existing_study_needs_resume_and_the_same_config(tmp_path):
