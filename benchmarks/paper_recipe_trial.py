@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from srstudy.config import load_trial_config
 from srstudy.trials.distill import run_trial
 from srstudy.trials.teacher import get_teacher
 
-HERE = Path(__file__).resolve().parent
+from recipe import recipe_config
+
 PAPER_STUDENT_SET5 = 28.28
 BICUBIC = {"Set5": 28.42, "Set14": 26.00, "BSD100": 25.96}
 
@@ -35,15 +35,7 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    root = Path(args.data_root).resolve()
-    overrides = [
-        f"data.train=[{root / 'train/T91/HR'},{root / 'train/BSD200/HR'}]",
-        f"data.val=[{root / 'benchmarks/Set5/HR'}]",
-        f"data.benchmark_root={root / 'benchmarks'}",
-        "data.benchmark_sets=[Set5,Set14,BSD100]",
-        *args.overrides,
-    ]
-    cfg = load_trial_config(HERE / "configs" / "paper_recipe.yaml", overrides)
+    cfg = recipe_config(args.data_root, args.overrides)
     t0 = time.perf_counter()
     device = torch.device(cfg.device if cfg.device != "auto" else "cuda")
     teacher = get_teacher(cfg, cache_dir=Path(args.workdir) / "teachers", device=device)

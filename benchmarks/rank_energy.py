@@ -17,13 +17,11 @@ from pathlib import Path
 
 import torch
 
-from srstudy.config import load_trial_config
 from srstudy.evaluate import evaluate_set, model_upscaler
 from srstudy.trials import inputs
 from srstudy.trials.teacher import get_teacher
 
-HERE = Path(__file__).resolve().parent
-
+from recipe import recipe_config
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,17 +31,10 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    root = Path(args.data_root).resolve()
-    base = [
-        f"data.train=[{root / 'train/T91/HR'},{root / 'train/BSD200/HR'}]",
-        f"data.val=[{root / 'benchmarks/Set5/HR'}]",
-        f"data.benchmark_root={root / 'benchmarks'}",
-        "data.benchmark_sets=[Set5]",
-    ]
     rows = []
     images = None
     for rank in [int(r) for r in args.ranks.split(",")]:
-        cfg = load_trial_config(HERE / "configs" / "paper_recipe.yaml", base + args.overrides + [f"teacher.arch.rank={rank}"])
+        cfg = recipe_config(args.data_root, args.overrides + [f"teacher.arch.rank={rank}"], sets="Set5")
         images = images or inputs.train_images(cfg.data)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         with tempfile.TemporaryDirectory() as cache:

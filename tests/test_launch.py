@@ -13,7 +13,6 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
-import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -25,27 +24,16 @@ from srstudy.launch import (
     launch,
     optuna_space,
 )
+from tiny import TINY_TRIAL, with_overrides, write_yaml
 
-TINY_TRIAL = {
-    "experiment": "tiny-study",
-    "iterations": 12,
-    "batch_size": 2,
-    "patch_size": 16,
-    "val_interval": 4,
-    "checkpoint_interval": 2,
-    "device": "cpu",
-    "student": {"embed_dim": 8, "n_groups": 1, "blocks_per_group": 1, "rank": 2},
-    "teacher": {"arch": {"embed_dim": 8, "n_groups": 1, "blocks_per_group": 1, "rank": 2}, "iterations": 4},
-    "data": {"val_max_images": 1},
-    "latency": {"height": 16, "width": 16, "repeats": 3, "warmup": 1},
-}
+TINY_STUDY_TRIAL = with_overrides(TINY_TRIAL, {"experiment": "tiny-study", "iterations": 12, "val_interval": 4})
 
 
 def tiny_study(tmp_path: Path, **top) -> Path:
     cfg = {
         "name": "tiny",
         "workdir": str(tmp_path / "study"),
-        "trial": json.loads(json.dumps(TINY_TRIAL)),
+        "trial": TINY_STUDY_TRIAL,
         "search_space": {
             "student.rank": {"type": "int", "low": 1, "high": 3},
             "alpha": {"type": "float", "low": 0.0, "high": 1.0},
@@ -58,15 +46,7 @@ def tiny_study(tmp_path: Path, **top) -> Path:
         "asha": {"enabled": True, "grace_period": 4, "reduction_factor": 2},
         "seed": 3,
     }
-    for k, v in top.items():
-        node = cfg
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_yaml(tmp_path / "study.yaml", with_overrides(cfg, top))
 
 
 def trial_runs(workdir: Path, experiment: str = "tiny-study"):
@@ -104,7 +84,7 @@ def test_asha_multi_objective_study_keeps_pruned_trials_off_the_front(tmp_path):
         elif row["status"] == "pruned":
             run = by_run[row["mlflow_run_id"]]
             assert run.data.tags["pruned"] == "true" and run.info.status == "KILLED"
-            assert row["iteration"] < TINY_TRIAL["iterations"]
+            assert row["iteration"] < TINY_STUDY_TRIAL["iterations"]
         else:
             assert row["status"] == "skipped", row
     # every non-complete Optuna trial is PRUNED with a reason, none COMPLETE with partial values

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
@@ -22,33 +21,10 @@ from srstudy.config import ConfigError, load_trial_config
 from srstudy.trials.distill import RUN_FILE, run_trial, trial_dir_for
 from srstudy.trials.loop import CHECKPOINT_NAME, batch_indices, lr_at
 from srstudy.trials.teacher import WEIGHTS, get_teacher
-
-TINY = {
-    "experiment": "tiny",
-    "iterations": 6,
-    "batch_size": 2,
-    "patch_size": 16,
-    "val_interval": 3,
-    "checkpoint_interval": 2,
-    "device": "cpu",
-    "student": {"embed_dim": 8, "n_groups": 1, "blocks_per_group": 1, "rank": 2},
-    "teacher": {"arch": {"embed_dim": 8, "n_groups": 1, "blocks_per_group": 1, "rank": 2}, "iterations": 4},
-    "data": {"val_max_images": 1},
-    "latency": {"height": 16, "width": 16, "repeats": 3, "warmup": 1},
-}
-
+from tiny import TINY_TRIAL, with_overrides, write_yaml
 
 def tiny(tmp_path: Path, **overrides) -> Path:
-    cfg = json.loads(json.dumps(TINY))
-    for k, v in overrides.items():
-        node = cfg
-        *path, last = k.split(".")
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = v
-    path = tmp_path / "trial.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_yaml(tmp_path / "trial.yaml", with_overrides(TINY_TRIAL, overrides))
 
 
 def runs_of(workdir: Path, experiment: str = "tiny"):

@@ -1,0 +1,39 @@
+"""The smallest trial that exercises every part of srstudy in seconds on a CPU."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TINY_TRIAL: dict[str, Any] = {
+    "experiment": "tiny",
+    "iterations": 6,
+    "batch_size": 2,
+    "patch_size": 16,
+    "val_interval": 3,
+    "checkpoint_interval": 2,
+    "device": "cpu",
+    "student": {"embed_dim": 8, "n_groups": 1, "blocks_per_group": 1, "rank": 2},
+    "teacher": {"arch": {"embed_dim": 8, "n_groups": 1, "blocks_per_group": 1, "rank": 2}, "iterations": 4},
+    "data": {"val_max_images": 1},
+    "latency": {"height": 16, "width": 16, "repeats": 3, "warmup": 1},
+}
+
+
+def with_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of `base` with dotted-key overrides applied ({"student.rank": 1})."""
+    cfg = json.loads(json.dumps(base))
+    for key, value in overrides.items():
+        node = cfg
+        *path, last = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return cfg
+
+
+def write_yaml(path: Path, cfg: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
