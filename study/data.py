@@ -342,7 +342,12 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.hr) * self.patches_per_image
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def patch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Patch ``index`` of the current epoch as uint8 (p, p, 3) LR and (p*s, p*s, 3) HR views.
+
+        Cheap (no copy, no float conversion): batch builders stack these and convert on the
+        training device, which moves a quarter of the bytes of float32 patches.
+        """
         if not 0 <= index < len(self):
             raise IndexError(f"PatchDataset index {index} out of range [0, {len(self)})")
         k = index // self.patches_per_image
@@ -361,6 +366,10 @@ class PatchDataset(Dataset):
                 lr, hr = lr[::-1], hr[::-1]
             if transpose:  # with a flip this is a 90-degree rotation
                 lr, hr = lr.transpose(1, 0, 2), hr.transpose(1, 0, 2)
+        return lr, hr
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        lr, hr = self.patch(index)
         return to_tensor(lr), to_tensor(hr)
 
 

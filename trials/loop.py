@@ -43,14 +43,22 @@ def batch_indices(n: int, batch_size: int, iteration: int, seed: int) -> list[tu
 
 
 def make_batch(dataset: PatchDataset, batch_size: int, iteration: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (lr, hr) batch of `iteration`: (B, 3, p, p) and (B, 3, p·s, p·s) float32 in [0, 1]."""
+    """The (lr, hr) batch of `iteration` as uint8 (B, p, p, 3) and (B, p·s, p·s, 3) tensors.
+
+    Kept uint8 and channels-last on the host; `to_device` converts on the training device.
+    """
     lrs, hrs = [], []
     for epoch, idx in batch_indices(len(dataset), batch_size, iteration, seed):
         dataset.set_epoch(epoch)
-        lr, hr = dataset[idx]
+        lr, hr = dataset.patch(idx)
         lrs.append(lr)
         hrs.append(hr)
-    return torch.stack(lrs), torch.stack(hrs)
+    return torch.from_numpy(np.stack(lrs)), torch.from_numpy(np.stack(hrs))
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (B, H, W, 3) → float32 (B, 3, H, W) in [0, 1] on `device`."""
+    return batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255).contiguous()
 
 
 def lr_at(iteration: int, base_lr: float, milestones: list[int], gamma: float) -> float:
@@ -158,7 +166,7 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr_now
         lr_img, hr_img = make_batch(dataset, spec.batch_size, it, spec.seed)
-        lr_img, hr_img = lr_img.to(device, non_blocking=True), hr_img.to(device, non_blocking=True)
+        lr_img, hr_img = to_device(lr_img, device), to_device(hr_img, device)
         with autocast(device, spec.precision):
             teacher_sr = None
             if teacher is not None and spec.alpha > 0:
