@@ -162,6 +162,19 @@ def test_kill_9_mid_trial_then_restart_resumes_the_same_run(tmp_path):
     assert run_trial(cfg, workdir=workdir).run_id == run_id
 
 
+def test_resume_from_the_final_checkpoint_still_scores_the_student(tmp_path):
+    """Killed after the last checkpoint but before the result was written: the restart
+    trains nothing and must still report validation scores (the study's objective)."""
+    workdir = tmp_path / "runs"
+    cfg = load_trial_config(tiny(tmp_path))
+    first = run_trial(cfg, workdir=workdir)
+    (first.trial_dir / "result.json").unlink()  # as if killed right after the final checkpoint
+    again = run_trial(cfg, workdir=workdir)
+    assert again.run_id == first.run_id and again.resumed_from == cfg.iterations
+    assert again.metrics["val_psnr"] == pytest.approx(first.metrics["val_psnr"])
+    assert "val_ssim" in again.metrics
+
+
 def test_cli_trial_prints_run_id_and_config_errors_name_the_field(tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["trial", "--config", str(tiny(tmp_path)), "--workdir", str(tmp_path / "w"),

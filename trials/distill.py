@@ -182,10 +182,11 @@ def _train_and_score(cfg, run: TrialRun, student, optimizer, state, teacher, ima
 
     def validate(it: int) -> None:
         res = evaluate_set(up, val)
-        last_val.update({"val_psnr": res["psnr"], "val_ssim": res["ssim"]})
-        run.log_metrics(last_val, step=it)
+        last_val.update({"val_psnr": res["psnr"], "val_ssim": res["ssim"], "_at": it})
+        scores = {k: v for k, v in last_val.items() if not k.startswith("_")}
+        run.log_metrics(scores, step=it)
         if on_validate is not None:
-            on_validate(it, {**last_val, "iteration": it})
+            on_validate(it, {**scores, "iteration": it})
 
     spec = LoopSpec(
         iterations=cfg.iterations, batch_size=cfg.batch_size, base_lr=cfg.optim.lr,
@@ -204,6 +205,10 @@ def _train_and_score(cfg, run: TrialRun, student, optimizer, state, teacher, ima
               progress=(lambda it: progress(it, cfg.iterations)) if progress else None)
     train_s = time.perf_counter() - t0
     ran = cfg.iterations - start_it
+    if last_val.get("_at") != cfg.iterations:  # resumed from the final checkpoint: score it now
+        student.eval()
+        validate(cfg.iterations)
+    last_val.pop("_at")
     energy: EnergyResult = meter.result
     metrics: dict[str, float] = {k: v for k, v in static.items() if v is not None}
     metrics.update(last_val)
