@@ -216,6 +216,138 @@ def launch_command(
     print(f"browse the runs: mlflow ui --backend-store-uri {store} --host 127.0.0.1")
 
 
+# ---- analysis: pareto, report (issue 6) ------------------------------------------------------
+def _study_source(workdir, tracking_uri, experiment, study_name):
+    """Where the runs are: --workdir (study.json + its mlflow.db, default ./srstudy-runs), or
+    --tracking-uri (default $MLFLOW_TRACKING_URI) with --experiment."""
+    import os
+
+    from mlflow.exceptions import MlflowException
+
+    from srstudy.analysis.load import SourceError, resolve_source
+
+    if workdir is None and tracking_uri is None and experiment is None and not os.environ.get("MLFLOW_TRACKING_URI"):
+        workdir = Path("srstudy-runs")
+    try:
+        return resolve_source(workdir, tracking_uri=tracking_uri, experiment=experiment, study=study_name)
+    except SourceError as e:
+        _fail(str(e))
+    except MlflowException as e:
+        _fail(f"MLflow at {tracking_uri or workdir}: {e.message}")
+
+
+def _analyse_source(source, objectives, constraints, reference, say):
+    """Load and rank; objectives given explicitly must be measured, default ones that are
+    not (GPU energy on CPU) are dropped with a notice."""
+    from srstudy.analysis.front import (DEFAULT_OBJECTIVES, ObjectiveError, analyse, split_measured,
+                                        unmeasured_hint)
+    from mlflow.exceptions import MlflowException
+
+    from srstudy.analysis.load import load_runs
+
+    try:
+        runs = load_runs(source)
+        if not len(runs):
+            _fail(f"experiment {source.experiment!r} at {source.tracking_uri} has no trial runs (tag role=trial)"
+                  + (f" of study {source.study!r}" if source.study else "") + "; has the study run yet?")
+        if objectives is None:
+            objectives, dropped = split_measured(runs, source.objectives or DEFAULT_OBJECTIVES)
+            for o in dropped:
+                say(f"notice: objective {o} left out: measured in no finished run{unmeasured_hint(runs, o.metric)}")
+            if not objectives:
+                _fail("no default objective is measured in these runs; give --objectives")
+        ref = None
+        if reference is not None:
+            try:
+                ref = [float(v) for v in reference.split(",")]
+            except ValueError:
+                _fail(f"--reference {reference!r}: write comma-separated numbers, one per objective")
+        return runs, analyse(runs, objectives, constraints, reference=ref)
+    except (ObjectiveError, ValueError) as e:
+        _fail(str(e))
+    except MlflowException as e:
+        _fail(f"MLflow at {source.tracking_uri}: {e.message}")
+
+
+@app.command("pareto")
+def pareto_command(
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="a `srstudy launch` folder (study.json, mlflow.db); default ./srstudy-runs"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: sqlite under --workdir, or $MLFLOW_TRACKING_URI)"),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment of the trials (with --tracking-uri)"),
+    study_name: Optional[str] = typer.Option(None, "--study", help="only the trials of this study (its name)"),
+    objectives: Optional[str] = typer.Option(None, "--objectives", help="e.g. psnr:max,gpu_energy_j:min,params:min,latency_ms:min (default: the study's)"),
+    constraints: list[str] = typer.Option([], "--constraint", help="e.g. 'params<=150000' (repeatable)"),
+    reference: Optional[str] = typer.Option(None, "--reference", help="hypervolume reference point, one value per objective (default: just beyond the worst)"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON list of the front: run_id and objective values"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="write pairwise scatter plots (PNG) with the front highlighted"),
+    show_all: bool = typer.Option(False, "--all", help="list every ranked run, not only the front"),
+    tag: bool = typer.Option(True, "--tag/--no-tag", help="tag ranked runs in MLflow with pareto_rank (0 = front)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """The Pareto front of a study's trial runs, from MLflow (table, JSON, plots, MLflow tags)."""
+    _setup_logging(verbose)
+    from srstudy.analysis.front import fmt
+
+    source = _study_source(workdir, tracking_uri, experiment, study_name)
+    out = Console(width=200) if not as_json else console
+    say = (lambda m: console.print(escape(m), soft_wrap=True)) if as_json else (lambda m: out.print(escape(m), soft_wrap=True))
+    runs, result = _analyse_source(source, objectives, constraints, reference, say)
+    if as_json:
+        print(json.dumps(result.to_records(front_only=not show_all), indent=1))
+    else:
+        table = Table(title=f"Pareto front of {source.study or source.experiment} ({source.tracking_uri})")
+        df = result.table(front_only=not show_all)
+        for c in df.columns:
+            table.add_column(str(c), justify="left" if c in ("run_id", "run_name") else "right")
+        for _, r in df.iterrows():
+            table.add_row(*[fmt(r[c]) for c in df.columns], style="bold" if r["knee"] else None)
+        out.print(table)
+    for line in result.summary_lines():
+        say(line)
+    if plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from srstudy.analysis.plots import pairwise_front
+
+        pairwise_front(result, plot, title=f"{source.study or source.experiment}: {len(result.front)} on the front of "
+                                           f"{len(result.ranked)} ranked runs ({len(result.excluded)} excluded)")
+        say(f"plot: {plot}")
+    if tag:
+        from srstudy.analysis.load import tag_ranks
+
+        n = tag_ranks(source, result, runs["run_id"])
+        say(f"tagged {n} run(s) with pareto_rank (0 = front; filter in MLflow: tags.pareto_rank = '0')")
+
+
+@app.command("report")
+def report_command(
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="a `srstudy launch` folder; default ./srstudy-runs"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
+    experiment: Optional[str] = typer.Option(None, "--experiment"),
+    study_name: Optional[str] = typer.Option(None, "--study"),
+    objectives: Optional[str] = typer.Option(None, "--objectives", help="default: the study's own"),
+    constraints: list[str] = typer.Option([], "--constraint"),
+    reference: Optional[str] = typer.Option(None, "--reference"),
+    out: Path = typer.Option(Path("report.html"), "--out", help="the HTML file to write (self-contained)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """One self-contained HTML report: the front, plots, hypervolume, knee, the paper's findings."""
+    _setup_logging(verbose)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from srstudy.analysis.report import build_report_html
+
+    source = _study_source(workdir, tracking_uri, experiment, study_name)
+    notices: list[str] = []
+    runs, result = _analyse_source(source, objectives, constraints, reference, notices.append)
+    for n in notices:
+        console.print(escape(n), soft_wrap=True)
+    path = build_report_html(source, runs, result, out, notices=notices)
+    print(f"report: {path} ({path.stat().st_size // 1024} KiB); front: {len(result.front)} run(s)")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
