@@ -30,6 +30,7 @@ from ray.tune import (  # noqa: F401  (re-exported)
 from ray.tune.schedulers import ASHAScheduler  # noqa: F401
 from ray.tune.search import ConcurrencyLimiter  # noqa: F401
 from ray.tune.search.optuna import OptunaSearch  # noqa: F401
+from ray.exceptions import GetTimeoutError  # noqa: F401  (re-exported: what `get` raises past its timeout)
 
 LOOPBACK = "127.0.0.1"
 
@@ -202,7 +203,21 @@ def remote(fn, **options: Any):
 
 
 def get(ref, timeout: float | None = None):
+    """`ray.get`; past `timeout` s it raises `GetTimeoutError` (a `TimeoutError`)."""
     return ray.get(ref, timeout=timeout)
+
+
+def cancel(ref, *, force: bool = True) -> None:
+    """Cancel a task (force: kill its worker even while it runs native code); never raises."""
+    try:
+        ray.cancel(ref, force=force)
+    except Exception:  # noqa: BLE001 - already finished, or its owner gone
+        pass
+
+
+def available_resources() -> dict[str, float]:
+    """Resources free right now (`cluster_resources` minus what running tasks hold)."""
+    return dict(ray.available_resources())
 
 
 def restore_tuner(path: str, trainable) -> Tuner:
@@ -219,4 +234,5 @@ __all__ = [
     "RunConfig", "TuneConfig", "Tuner", "tune", "report", "with_parameters", "with_resources",
     "init_local", "connect", "shutdown", "trial_id", "restore_tuner", "can_restore",
     "node_id", "nodes", "LocalCluster", "local_cluster", "validate_cluster_config", "ray_start_options",
+    "cancel", "available_resources", "GetTimeoutError",
 ]

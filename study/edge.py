@@ -1,0 +1,428 @@
+"""Benchmark an exported network where it is meant to run: a Jetson Ray worker (or here).
+
+    onnx = export.onnx_for_run(uri, run_id)          # bytes: the nodes need not share a filesystem
+    _ray.connect("auto")
+    result = bench_on_node(onnx, samples=1000, size=64)   # a Ray task asking for {"jetson": 1}
+    log_bench(result, uri, run_id)                   # edge_* metrics on the trial's MLflow run
+
+One benchmark (`run_benchmark`: the body of the Ray task, and all of `--on local`):
+
+1. Runtime: TensorRT when `import tensorrt` works there (an engine is built from the ONNX
+   bytes on that machine, since engines are tied to the GPU and TensorRT version, and cached
+   under `~/.cache/srstudy/tensorrt`), else onnxruntime with the best provider its build has
+   (CUDA, else CPU). The result names the runtime and the provider actually used.
+2. `warmup` untimed inferences, then `samples` timed ones on one random LR image
+   (1, 3, size, size), each from host input to host output.
+3. Power, sampled during the timed loop only: tegrastats' VDD_IN (the whole module: CPU, GPU,
+   memory) on a Jetson; NVML board power on another NVIDIA GPU when inference runs on it;
+   nothing otherwise (the metrics are then absent and the tag says why). The idle baseline
+   is taken before the loop (once per process, `energy.energy_meter`).
+4. Reported: latency p50/p90/mean, images/s, average power, idle power, dynamic power
+   (average − idle), energy per image (average power × loop time / samples) and dynamic
+   energy per image, the device's name and the provider. As MLflow metrics `edge_*`
+   (`bench_*` for --on local), only those measured; `edge_latency_ms` repeats the p50
+   under the name `srstudy pareto --objectives edge_latency:min,edge_energy:min` ranks by.
+
+`bench_on_node` checks `ray.cluster_resources()` for the resource first (waiting `wait_s`
+for a node that is still joining) and raises `NoJetsonError` at once when there is none;
+once submitted, `ray.get(..., timeout=timeout_s)` bounds the wait (`BenchTimeout`, task
+cancelled). The ONNX bytes travel as the task's argument (Ray's object store).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import socket
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("srstudy.edge")
+
+JETSON_RESOURCE = "jetson"
+DEFAULT_SAMPLES, DEFAULT_WARMUP, DEFAULT_SIZE = 1000, 20, 64
+DEFAULT_ENGINE_CACHE = "~/.cache/srstudy/tensorrt"
+RUNTIMES = ("auto", "tensorrt", "onnxruntime")
+ENERGY_BACKENDS = ("auto", "tegrastats", "nvml", "none")
+EDGE_PREFIX, LOCAL_PREFIX = "edge_", "bench_"
+
+Say = Callable[[str], None]
+
+
+class NoJetsonError(RuntimeError):
+    """No node of the Ray cluster offers the resource the benchmark needs."""
+
+
+class BenchTimeout(RuntimeError):
+    """The benchmark task did not finish in time (it was cancelled)."""
+
+
+# ---- the result ------------------------------------------------------------------------------
+@dataclass
+class BenchResult:
+    """One benchmark: where, with what, and what was measured (`None`: not measured)."""
+
+    samples: int
+    warmup: int
+    size: int
+    runtime: str  # "tensorrt" | "onnxruntime"
+    provider: str  # the onnxruntime provider used, or "TensorRT <version>"
+    precision: str  # "fp32" | "fp16"
+    device: str
+    host: str
+    latencies_ms: list[float]
+    seconds: float  # wall time of the timed loop
+    energy_j: float | None = None
+    energy_seconds: float | None = None
+    avg_power_w: float | None = None
+    idle_power_w: float | None = None
+    energy_source: str | None = None
+    power_field: str | None = None
+    energy_reason: str | None = None
+    power_trace: list[tuple[float, float]] = field(default_factory=list)
+    node_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    # ---- summary ----------------------------------------------------------------------------
+    @property
+    def latency_p50_ms(self) -> float:
+        return float(np.percentile(self.latencies_ms, 50))
+
+    @property
+    def latency_p90_ms(self) -> float:
+        return float(np.percentile(self.latencies_ms, 90))
+
+    @property
+    def latency_mean_ms(self) -> float:
+        return float(statistics.fmean(self.latencies_ms))
+
+    @property
+    def images_per_s(self) -> float:
+        return self.samples / self.seconds
+
+    @property
+    def dynamic_power_w(self) -> float | None:
+        """Average power during the loop minus the idle baseline (may be slightly negative
+        when the load is below the sensor's noise; reported as measured)."""
+        if self.avg_power_w is None or self.idle_power_w is None:
+            return None
+        return self.avg_power_w - self.idle_power_w
+
+    @property
+    def energy_per_image_j(self) -> float | None:
+        return None if self.energy_j is None else self.energy_j / self.samples
+
+    @property
+    def dynamic_energy_per_image_j(self) -> float | None:
+        dyn = self.dynamic_power_w
+        if dyn is None or self.energy_seconds is None:
+            return None
+        return dyn * self.energy_seconds / self.samples
+
+    def summary(self) -> dict[str, Any]:
+        """The numbers (None where not measured), device and provider."""
+        return {
+            "latency_p50_ms": self.latency_p50_ms, "latency_p90_ms": self.latency_p90_ms,
+            "latency_mean_ms": self.latency_mean_ms, "images_per_s": self.images_per_s,
+            "avg_power_w": self.avg_power_w, "idle_power_w": self.idle_power_w,
+            "dynamic_power_w": self.dynamic_power_w, "energy_per_image_j": self.energy_per_image_j,
+            "dynamic_energy_per_image_j": self.dynamic_energy_per_image_j,
+            "device": self.device, "runtime": self.runtime, "provider": self.provider, "precision": self.precision,
+            "input": f"1x3x{self.size}x{self.size}", "samples": self.samples, "node_id": self.node_id,
+            "host": self.host, "energy_source": self.energy_source, "energy_reason": self.energy_reason,
+        }
+
+    def metrics(self, prefix: str = EDGE_PREFIX) -> dict[str, float]:
+        """MLflow metrics, only those measured (never 0 for a missing one)."""
+        s = self.summary()
+        keys = ("latency_p50_ms", "latency_p90_ms", "latency_mean_ms", "images_per_s", "avg_power_w",
+                "idle_power_w", "dynamic_power_w", "energy_per_image_j", "dynamic_energy_per_image_j")
+        out = {f"{prefix}{k}": float(s[k]) for k in keys if s[k] is not None}
+        # the median again under the name `srstudy pareto` ranks by (`edge_latency` objective),
+        # mirroring a trial's own `latency_ms` (median) / `latency_p90_ms`
+        out[f"{prefix}latency_ms"] = out[f"{prefix}latency_p50_ms"]
+        if self.energy_j is not None:
+            out[f"{prefix}energy_j"] = float(self.energy_j)
+        return out
+
+    def tags(self, prefix: str = EDGE_PREFIX) -> dict[str, str]:
+        out = {f"{prefix}device": self.device, f"{prefix}runtime": self.runtime, f"{prefix}provider": self.provider,
+               f"{prefix}precision": self.precision, f"{prefix}input": f"1x3x{self.size}x{self.size}",
+               f"{prefix}samples": str(self.samples), f"{prefix}host": self.host}
+        if self.node_id:
+            out[f"{prefix}node_id"] = self.node_id
+        if self.energy_source:
+            out[f"{prefix}energy_source"] = self.energy_source
+        elif self.energy_reason:
+            out[f"{prefix}energy_unavailable_reason"] = self.energy_reason[:5000]
+        if self.notes:
+            out[f"{prefix}notes"] = " | ".join(self.notes)[:5000]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "summary": self.summary()}
+
+
+# ---- device names ----------------------------------------------------------------------------
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text(errors="replace").replace("\x00", "").strip() or None
+    except OSError:
+        return None
+
+
+def jetson_model() -> str | None:
+    """"NVIDIA Jetson Orin Nano Developer Kit" and the like, on a Jetson; else None."""
+    model = _read("/proc/device-tree/model")
+    if model and "jetson" in model.lower():
+        return model
+    if Path("/etc/nv_tegra_release").exists():
+        return model or "NVIDIA Jetson"
+    return None
+
+
+def cpu_name() -> str:
+    info = _read("/proc/cpuinfo") or ""
+    m = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
+    name = m.group(1).strip() if m else (platform.processor() or platform.machine() or "CPU")
+    return f"{name} ({os.cpu_count()} cores)"
+
+
+def gpu_name() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001
+        pass
+    return "NVIDIA GPU"
+
+
+def on_jetson() -> bool:
+    import shutil
+
+    return jetson_model() is not None or shutil.which("tegrastats") is not None
+
+
+# ---- runtimes ----------------------------------------------------------------------------------
+class _TensorRTRunner:
+    """A deserialized engine with fixed-shape CUDA buffers (torch tensors) on its own stream."""
+
+    def __init__(self, engine_bytes: bytes, shape: tuple[int, ...]) -> None:
+        import tensorrt as trt
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("TensorRT is importable but torch sees no CUDA device (needed for the buffers)")
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self._logger)
+        self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
+        if self.engine is None:
+            raise RuntimeError("TensorRT could not deserialize the engine (built by another TensorRT version?)")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inp = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        out = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        self.context.set_input_shape(inp, tuple(shape))
+        out_shape = tuple(self.context.get_tensor_shape(out))
+        self.x = torch.empty(shape, dtype=torch.float32, device="cuda")
+        self.y = torch.empty(out_shape, dtype=torch.float32, device="cuda")
+        self.host_y = torch.empty(out_shape, dtype=torch.float32).pin_memory()
+        self.context.set_tensor_address(inp, self.x.data_ptr())
+        self.context.set_tensor_address(out, self.y.data_ptr())
+        self.stream = torch.cuda.Stream()
+        self._torch = torch
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.cuda.stream(self.stream):
+            self.x.copy_(torch.from_numpy(x))
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise RuntimeError("TensorRT execute_async_v3 failed")
+            self.host_y.copy_(self.y, non_blocking=True)
+        self.stream.synchronize()
+        return self.host_y.numpy()
+
+
+def _engine_bytes(onnx_model: bytes, *, fp16: bool, size: int, cache: str | None, say: Say) -> bytes:
+    import tensorrt as trt
+
+    from .export import build_tensorrt_engine
+
+    max_side = max(size, 256)
+    key = hashlib.sha256(onnx_model).hexdigest()[:16]
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name()).strip("-")
+    name = f"{key}-{'fp16' if fp16 else 'fp32'}-max{max_side}-trt{trt.__version__}-{slug}.engine"
+    path = Path(cache).expanduser() / name if cache else None
+    if path is not None and path.is_file():
+        say(f"TensorRT engine from the cache: {path}")
+        return path.read_bytes()
+    say("building a TensorRT engine from the ONNX graph (minutes on a Jetson; cached afterwards)")
+    engine = build_tensorrt_engine(onnx_model, fp16=fp16, opt_hw=(size, size), max_hw=(max_side, max_side))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(engine)
+        tmp.replace(path)
+    return engine
+
+
+def _runner(onnx_model: bytes, *, runtime: str, providers: Sequence[str] | None, fp16: bool, size: int,
+            engine_cache: str | None, notes: list[str], say: Say) -> tuple[Callable[[np.ndarray], Any], str, str, bool]:
+    """(infer, runtime, provider, runs_on_gpu)."""
+    from .export import best_providers, ort_session, run_session, tensorrt_status
+
+    if runtime in ("auto", "tensorrt"):
+        ok, message = tensorrt_status()
+        if ok:
+            try:
+                infer = _TensorRTRunner(_engine_bytes(onnx_model, fp16=fp16, size=size, cache=engine_cache, say=say),
+                                        (1, 3, size, size))
+                return infer, "tensorrt", message, True
+            except Exception as e:  # noqa: BLE001 - fall back to onnxruntime under "auto"
+                if runtime == "tensorrt":
+                    raise
+                notes.append(f"TensorRT failed, onnxruntime used instead: {type(e).__name__}: {e}")
+        elif runtime == "tensorrt":
+            raise RuntimeError(message)
+        else:
+            notes.append(message.split(";")[0])
+    session = ort_session(onnx_model, list(providers) if providers else best_providers())
+    provider = session.get_providers()[0]
+    return (lambda x: run_session(session, x)), "onnxruntime", provider, provider != "CPUExecutionProvider"
+
+
+def _meter(energy: str, *, on_gpu: bool, device: str, tegrastats_cmd, idle_s: float, sample_hz: float):
+    from .energy import NullEnergyMeter, energy_meter
+
+    if energy not in ENERGY_BACKENDS:
+        raise ValueError(f"energy must be one of {ENERGY_BACKENDS}, got {energy!r}")
+    common = {"sample_hz": sample_hz, "idle_baseline_s": idle_s, "tegrastats_cmd": tegrastats_cmd}
+    if energy == "none":
+        return NullEnergyMeter("energy measurement disabled (--energy none)")
+    if energy == "tegrastats" or (energy == "auto" and on_jetson()):
+        return energy_meter(device=None, backend="tegrastats", **common)
+    if energy == "nvml":
+        return energy_meter(device="cuda", backend="nvml", **common)
+    if on_gpu:
+        return energy_meter(device="cuda", backend="auto", **common)
+    return NullEnergyMeter(f"inference ran on the CPU ({device}); srstudy reads power only from tegrastats "
+                           "(Jetson module) and NVML (NVIDIA GPU board power)")
+
+
+def run_benchmark(onnx_model: bytes, *, samples: int = DEFAULT_SAMPLES, size: int = DEFAULT_SIZE,
+                  warmup: int = DEFAULT_WARMUP, runtime: str = "auto", providers: Sequence[str] | None = None,
+                  fp16: bool = False, energy: str = "auto", tegrastats_cmd: Sequence[str] | str = "tegrastats",
+                  idle_s: float = 2.0, sample_hz: float = 10.0, engine_cache: str | None = DEFAULT_ENGINE_CACHE,
+                  seed: int = 0, say: Say = log.info) -> BenchResult:
+    """Benchmark an ONNX graph (bytes) in this process; see the module docstring."""
+    if samples < 1 or warmup < 0 or size < 1:
+        raise ValueError(f"need samples >= 1, warmup >= 0, size >= 1; got {samples}, {warmup}, {size}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    notes: list[str] = []
+    infer, used, provider, on_gpu = _runner(bytes(onnx_model), runtime=runtime, providers=providers, fp16=fp16,
+                                            size=size, engine_cache=engine_cache, notes=notes, say=say)
+    jetson = jetson_model()
+    dev = gpu_name() if on_gpu else cpu_name()
+    device = f"{jetson}: {'GPU' if on_gpu else 'CPU'} {dev}" if jetson else dev
+    x = np.random.default_rng(seed).random((1, 3, size, size), dtype=np.float32)
+    for _ in range(warmup):
+        infer(x)
+    meter = _meter(energy, on_gpu=on_gpu, device=device, tegrastats_cmd=tegrastats_cmd, idle_s=idle_s,
+                   sample_hz=sample_hz)
+    lat = []
+    with meter:
+        t_loop = time.perf_counter()
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            infer(x)
+            lat.append((time.perf_counter() - t0) * 1e3)
+        seconds = time.perf_counter() - t_loop
+    e = meter.result
+    return BenchResult(
+        samples=samples, warmup=warmup, size=size, runtime=used, provider=provider,
+        precision="fp16" if fp16 else "fp32", device=device, host=socket.gethostname(), latencies_ms=lat,
+        seconds=seconds, energy_j=e.energy_j, energy_seconds=e.seconds if e.energy_j is not None else None,
+        avg_power_w=e.avg_power_w, idle_power_w=e.idle_power_w if e.energy_j is not None else None,
+        energy_source=e.energy_source, power_field=e.power_field,
+        energy_reason=None if e.energy_j is not None else e.reason, power_trace=list(e.trace), notes=notes)
+
+
+# ---- on a Ray node -----------------------------------------------------------------------------
+def _bench_task(onnx_model: bytes, options: dict[str, Any]) -> BenchResult:
+    """The Ray task: `run_benchmark` there, stamped with the node it ran on."""
+    from . import _ray
+
+    result = run_benchmark(onnx_model, **options)
+    result.node_id = _ray.node_id()
+    return result
+
+
+def no_jetson_message(resource: str, waited: float, resources: dict[str, float]) -> str:
+    shown = {k: v for k, v in resources.items() if not k.startswith("node:") and "memory" not in k}
+    return (f"no node of this Ray cluster offers the resource {resource!r} (waited {waited:.0f} s; the cluster has "
+            f"{shown}). Start Ray on the Jetson with `ray start --address=<head-ip>:6379 --num-gpus=0 "
+            f"--resources='{{\"{resource}\": 1}}'` (or `ray up cluster.yaml`), check with `ray status`; "
+            "or benchmark on this machine with --on local")
+
+
+def bench_on_node(onnx_model: bytes, *, resource: str = JETSON_RESOURCE, wait_s: float = 10.0,
+                  timeout_s: float = 1800.0, num_cpus: float = 1, say: Say = log.info, **options: Any) -> BenchResult:
+    """`run_benchmark` as a Ray task on the node carrying `resource` (the caller is connected
+    to the cluster). Raises NoJetsonError when no node offers it within `wait_s`, and
+    BenchTimeout (task cancelled) when the task has not returned after `timeout_s`."""
+    from . import _ray
+
+    if not _ray.is_initialized():
+        raise RuntimeError("not connected to a Ray cluster (srstudy._ray.connect(address) first)")
+    t0 = time.monotonic()
+    while _ray.cluster_resources().get(resource, 0) < 1:
+        waited = time.monotonic() - t0
+        if waited >= wait_s:
+            raise NoJetsonError(no_jetson_message(resource, waited, _ray.cluster_resources()))
+        time.sleep(min(0.5, max(wait_s - waited, 0.01)))
+    if _ray.available_resources().get(resource, 0) < 1:
+        say(f"the {resource!r} node is busy with another task; the benchmark queues behind it (up to {timeout_s:.0f} s)")
+    task = _ray.remote(_bench_task, num_cpus=num_cpus, resources={resource: 1}, max_retries=0)
+    ref = task.remote(bytes(onnx_model), options)
+    try:
+        return _ray.get(ref, timeout=timeout_s)
+    except _ray.GetTimeoutError:
+        _ray.cancel(ref)
+        raise BenchTimeout(f"the benchmark on the {resource!r} node did not finish within {timeout_s:.0f} s and was "
+                           "cancelled; is the node busy or gone (`ray status`)? Raise --timeout for a first TensorRT "
+                           "engine build or many --samples") from None
+
+
+# ---- MLflow -----------------------------------------------------------------------------------
+def log_bench(result: BenchResult, tracking_uri: str, run_id: str, *, prefix: str = EDGE_PREFIX) -> dict[str, float]:
+    """Metrics `<prefix>*` (only the measured ones) and tags on the run, the whole result as
+    `edge/<prefix>bench.json` and the power trace as CSV. Returns the metrics logged."""
+    from .tracking import TrialRun
+
+    run = TrialRun(tracking_uri, run_id)
+    metrics = result.metrics(prefix)
+    run.log_metrics(metrics)
+    run.set_tags(result.tags(prefix))
+    with tempfile.TemporaryDirectory(prefix="srstudy-bench-") as tmp:
+        path = Path(tmp) / f"{prefix}bench.json"
+        path.write_text(json.dumps(result.to_dict(), indent=1))
+        run.log_artifact(path, "edge")
+        if result.power_trace:
+            csv = Path(tmp) / f"{prefix}power_trace.csv"
+            csv.write_text("t_s,power_w\n" + "".join(f"{t:.4f},{w:.3f}\n" for t, w in result.power_trace))
+            run.log_artifact(csv, "edge")
+    return metrics
