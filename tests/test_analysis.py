@@ -26,7 +26,7 @@ from srstudy.analysis import (
     resolve_source,
 )
 from srstudy.analysis.load import SourceError
-from tiny import TINY_TRIAL, with_overrides, write_yaml
+from tiny import tiny_study_config, write_yaml
 
 
 # ---- a tiny real study, shared by every test that needs runs (and by test_notebooks) -------
@@ -41,22 +41,7 @@ def tiny_analysis_study(tmp_path_factory) -> Path:
         from srstudy.launch import launch
 
         base = tmp_path_factory.mktemp("analysis_study")
-        cfg = {
-            "name": "tiny-analysis",
-            "workdir": str(base / "study"),
-            "trial": with_overrides(TINY_TRIAL, {"experiment": "tiny-analysis", "iterations": 12, "val_interval": 4}),
-            "search_space": {
-                "student.rank": {"type": "int", "low": 1, "high": 3},
-                "alpha": {"type": "float", "low": 0.0, "high": 1.0},
-                "student.embed_dim": {"type": "categorical", "choices": [4, 8, 12]},
-            },
-            "objectives": ["psnr:max", "energy:min", "params:min", "latency:min"],
-            "num_samples": 5,
-            "max_concurrent": 2,
-            "resources": {"cpu": 1, "gpu": 0},
-            "asha": {"enabled": True, "grace_period": 4, "reduction_factor": 2},
-            "seed": 3,
-        }
+        cfg = tiny_study_config(base / "study", name="tiny-analysis", experiment="tiny-analysis", num_samples=5)
         launch(load_study_config(write_yaml(base / "study.yaml", cfg)))
         _STUDY["workdir"] = base / "study"
     return _STUDY["workdir"]

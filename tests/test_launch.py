@@ -24,29 +24,11 @@ from srstudy.launch import (
     launch,
     optuna_space,
 )
-from tiny import TINY_TRIAL, with_overrides, write_yaml
-
-TINY_STUDY_TRIAL = with_overrides(TINY_TRIAL, {"experiment": "tiny-study", "iterations": 12, "val_interval": 4})
+from tiny import tiny_study_config, write_yaml
 
 
 def tiny_study(tmp_path: Path, **top) -> Path:
-    cfg = {
-        "name": "tiny",
-        "workdir": str(tmp_path / "study"),
-        "trial": TINY_STUDY_TRIAL,
-        "search_space": {
-            "student.rank": {"type": "int", "low": 1, "high": 3},
-            "alpha": {"type": "float", "low": 0.0, "high": 1.0},
-            "student.embed_dim": {"type": "categorical", "choices": [4, 8, 12]},
-        },
-        "objectives": ["psnr:max", "energy:min", "params:min", "latency:min"],
-        "num_samples": 4,
-        "max_concurrent": 2,
-        "resources": {"cpu": 1, "gpu": 0},
-        "asha": {"enabled": True, "grace_period": 4, "reduction_factor": 2},
-        "seed": 3,
-    }
-    return write_yaml(tmp_path / "study.yaml", with_overrides(cfg, top))
+    return write_yaml(tmp_path / "study.yaml", tiny_study_config(tmp_path / "study", **top))
 
 
 def trial_runs(workdir: Path, experiment: str = "tiny-study"):
@@ -84,7 +66,7 @@ def test_asha_multi_objective_study_keeps_pruned_trials_off_the_front(tmp_path):
         elif row["status"] == "pruned":
             run = by_run[row["mlflow_run_id"]]
             assert run.data.tags["pruned"] == "true" and run.info.status == "KILLED"
-            assert row["iteration"] < TINY_STUDY_TRIAL["iterations"]
+            assert row["iteration"] < 12
         else:
             assert row["status"] == "skipped", row
     # every non-complete Optuna trial is PRUNED with a reason, none COMPLETE with partial values

@@ -37,3 +37,24 @@ def with_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 def write_yaml(path: Path, cfg: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def tiny_study_config(workdir: Path, *, name: str = "tiny", experiment: str = "tiny-study", **overrides: Any) -> dict[str, Any]:
+    """A study of tiny trials (12 iterations, ASHA from iteration 4) over rank, alpha, width."""
+    cfg = {
+        "name": name,
+        "workdir": str(workdir),
+        "trial": with_overrides(TINY_TRIAL, {"experiment": experiment, "iterations": 12, "val_interval": 4}),
+        "search_space": {
+            "student.rank": {"type": "int", "low": 1, "high": 3},
+            "alpha": {"type": "float", "low": 0.0, "high": 1.0},
+            "student.embed_dim": {"type": "categorical", "choices": [4, 8, 12]},
+        },
+        "objectives": ["psnr:max", "energy:min", "params:min", "latency:min"],
+        "num_samples": 4,
+        "max_concurrent": 2,
+        "resources": {"cpu": 1, "gpu": 0},
+        "asha": {"enabled": True, "grace_period": 4, "reduction_factor": 2},
+        "seed": 3,
+    }
+    return with_overrides(cfg, overrides)
