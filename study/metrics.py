@@ -158,6 +158,16 @@ def _luma(img: np.ndarray, *, grey: bool, grey_convention: GreyConvention) -> np
     return y
 
 
+def _shaved_lumas(sr, hr, crop_border: int, grey_convention: GreyConvention, grey: bool | None, fn: str):
+    """The Y planes (or grey values) of sr and hr, checked alike and shaved by crop_border."""
+    a, b = to_uint8(sr), to_uint8(hr)
+    grey = b.ndim == 2 if grey is None else grey
+    ya = _luma(a, grey=grey, grey_convention=grey_convention)
+    yb = _luma(b, grey=grey, grey_convention=grey_convention)
+    _check_same(ya, yb, fn)
+    return _shave(ya, crop_border), _shave(yb, crop_border)
+
+
 def psnr_y(sr, hr, crop_border: int, *, grey_convention: GreyConvention = "rgb", grey: bool | None = None) -> float:
     """Y-channel PSNR in dB (``inf`` for identical images) after shaving ``crop_border`` px.
 
@@ -165,12 +175,8 @@ def psnr_y(sr, hr, crop_border: int, *, grey_convention: GreyConvention = "rgb",
     (H, W). ``grey`` marks a grey source image (default: True when ``hr`` is 2-D); see
     :func:`score_pair` for ``grey_convention``.
     """
-    a, b = to_uint8(sr), to_uint8(hr)
-    grey = b.ndim == 2 if grey is None else grey
-    ya = _luma(a, grey=grey, grey_convention=grey_convention)
-    yb = _luma(b, grey=grey, grey_convention=grey_convention)
-    _check_same(ya, yb, "psnr_y")
-    return _psnr(_shave(ya, crop_border), _shave(yb, crop_border))
+    ya, yb = _shaved_lumas(sr, hr, crop_border, grey_convention, grey, "psnr_y")
+    return _psnr(ya, yb)
 
 
 def ssim_y(sr, hr, crop_border: int, *, grey_convention: GreyConvention = "rgb", grey: bool | None = None) -> float:
@@ -178,12 +184,8 @@ def ssim_y(sr, hr, crop_border: int, *, grey_convention: GreyConvention = "rgb",
 
     Same inputs as :func:`psnr_y`. Identical images give exactly 1.0.
     """
-    a, b = to_uint8(sr), to_uint8(hr)
-    grey = b.ndim == 2 if grey is None else grey
-    ya = _luma(a, grey=grey, grey_convention=grey_convention)
-    yb = _luma(b, grey=grey, grey_convention=grey_convention)
-    _check_same(ya, yb, "ssim_y")
-    return _ssim(_shave(ya, crop_border), _shave(yb, crop_border))
+    ya, yb = _shaved_lumas(sr, hr, crop_border, grey_convention, grey, "ssim_y")
+    return _ssim(ya, yb)
 
 
 def score_pair(
@@ -206,10 +208,5 @@ def score_pair(
       0.299R + 0.587G + 0.114B, which equals the grey value when the channels are equal
       (bicubic x4 Set14 = 26.00 dB, the number most papers print).
     """
-    a, b = to_uint8(sr), to_uint8(hr)
-    grey = b.ndim == 2 if is_grey is None else is_grey
-    ya = _luma(a, grey=grey, grey_convention=grey_convention)
-    yb = _luma(b, grey=grey, grey_convention=grey_convention)
-    _check_same(ya, yb, "score_pair")
-    ya, yb = _shave(ya, scale), _shave(yb, scale)
+    ya, yb = _shaved_lumas(sr, hr, scale, grey_convention, is_grey, "score_pair")
     return _psnr(ya, yb), _ssim(ya, yb)
