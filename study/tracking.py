@@ -147,6 +147,17 @@ class TrialRun:
         """Mark the run FINISHED (or FAILED / KILLED)."""
         self.client.set_terminated(self.run_id, status=status)
 
+    def ensure_finished(self) -> bool:
+        """Mark FINISHED a run whose trial finished but whose status was never closed.
+
+        A crash between writing the trial's result file and closing the run leaves the
+        run RUNNING; the next start of the trial repairs it here. True when it did.
+        """
+        if self.client.get_run(self.run_id).info.status == "FINISHED":
+            return False
+        self.finish("FINISHED")
+        return True
+
     # ---- reading back -------------------------------------------------------------------------
     def data(self):
         return self.client.get_run(self.run_id).data

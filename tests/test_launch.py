@@ -208,7 +208,7 @@ def test_kill_9_of_launcher_and_ray_then_resume_loses_nothing(tmp_path):
     assert len({r.data.tags["trial_dir"] for r in runs}) == 4
     for name, run_id in run_ids_before.items():  # unfinished trials continued in their own runs
         assert json.loads((workdir / "trials" / name / "run.json").read_text())["run_id"] == run_id
-    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.info.status == "FINISHED" for r in runs), [(r.info.run_id, r.info.status, r.data.tags.get("trial_dir")) for r in runs]
     assert any(r.data.tags.get("resumed_from") not in (None, "None") for r in runs)
     complete = [t for t in optuna_trials(workdir) if t.state == TrialState.COMPLETE]
     assert len(complete) == 4

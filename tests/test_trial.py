@@ -175,6 +175,21 @@ def test_resume_from_the_final_checkpoint_still_scores_the_student(tmp_path):
     assert "val_ssim" in again.metrics
 
 
+def test_run_left_open_by_a_crash_after_the_result_is_closed_on_restart(tmp_path):
+    """Killed between writing result.json and closing the MLflow run: the restart trains
+    nothing and closes the run, so the MLflow browser shows no phantom RUNNING trial."""
+    workdir = tmp_path / "runs"
+    cfg = load_trial_config(tiny(tmp_path))
+    first = run_trial(cfg, workdir=workdir)
+    client, _ = runs_of(workdir)
+    client.update_run(first.run_id, status="RUNNING")  # the state such a kill leaves
+    mtime = (first.trial_dir / "result.json").stat().st_mtime_ns
+    again = run_trial(cfg, workdir=workdir)
+    assert again.run_id == first.run_id and again.resumed_from is None
+    assert (first.trial_dir / "result.json").stat().st_mtime_ns == mtime
+    assert client.get_run(first.run_id).info.status == "FINISHED"
+
+
 def test_cli_trial_prints_run_id_and_config_errors_name_the_field(tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["trial", "--config", str(tiny(tmp_path)), "--workdir", str(tmp_path / "w"),

@@ -110,6 +110,8 @@ def run_trial(
     if (tdir / RESULT_FILE).exists():
         done = json.loads((tdir / RESULT_FILE).read_text())
         log.info("trial in %s already finished (MLflow run %s)", tdir, done["run_id"])
+        if TrialRun(tracking_uri, done["run_id"]).ensure_finished():
+            log.info("closed MLflow run %s, left open by a crash after the trial finished", done["run_id"])
         return TrialResult(done["run_id"], done["metrics"], tdir)
 
     device = resolve_device(cfg.device)
