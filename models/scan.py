@@ -20,18 +20,22 @@ Backends
 --------
 Chosen by ``backend=``, else the env var ``SRSTUDY_SCAN_BACKEND``, else
 ``"auto"``: ``cuda`` when mamba_ssm imports and the tensors are fp32/fp16/bf16
-on CUDA, otherwise ``chunked``.  The automatic choice is logged once per
+on CUDA, else ``triton`` when triton imports and they are on CUDA, otherwise
+``chunked``.  The automatic choice is logged once per
 (device type, choice) on the ``srstudy.scan`` logger.  Nothing falls back
 silently: an explicit backend that cannot run raises ``RuntimeError`` saying
 why and how to fix it; unknown names raise ``ValueError``.  Use
 :func:`resolve_backend` to learn the name that will run (e.g. for an MLflow
-tag) and :func:`available_backends` for what can run here.  New backends (a
-future ``triton`` kernel) are added with :func:`register_backend`.
+tag) and :func:`available_backends` for what can run here.  New backends are
+added with :func:`register_backend`.
 
 * ``reference`` – the sequential recurrence, a Python loop over L.  The oracle.
 * ``chunked``   – pure PyTorch, differentiable, ONNX-exportable (opset ≥ 17,
   standard ops, dynamic L, graph size independent of L).  See below.
 * ``cuda``      – mamba_ssm's fused kernel (``pip install 'srstudy[cuda]'``).
+* ``triton``    – srstudy's Triton kernels, forward and backward
+  (``models/scan_triton.py``): mamba_ssm's design without a compile step;
+  CUDA tensors (CPU only under ``TRITON_INTERPRET=1``, for testing).
 
 The chunked algorithm
 ---------------------
@@ -137,6 +141,7 @@ __all__ = [
     "selective_scan_reference",
     "selective_scan_chunked",
     "selective_scan_cuda",
+    "selective_scan_triton",
     "resolve_backend",
     "available_backends",
     "register_backend",
@@ -545,10 +550,41 @@ def _always(device, dtype):
     return None
 
 
-# name -> backend.  A future Triton kernel registers here:
-#   register_backend("triton", triton_scan, unavailable=lambda dev, dt: ..., hint="pip install triton")
+# --------------------------------------------------------------------------- #
+# triton: srstudy's own kernels (models/scan_triton.py), imported on first use
+# --------------------------------------------------------------------------- #
+_TRITON_HINT = "pip install triton (shipped with CUDA builds of torch) on a machine with an NVIDIA GPU"
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_module():
+    """(srstudy.models.scan_triton, None) or (None, reason it cannot be imported)."""
+    try:
+        from . import scan_triton
+    except Exception as e:  # ImportError, or a triton that fails to initialise
+        kind = "not installed" if isinstance(e, ModuleNotFoundError) else "failed to import"
+        return None, f"triton {kind} ({type(e).__name__}: {e})"
+    return scan_triton, None
+
+
+def _triton_unavailable(device: torch.device, dtype: Optional[torch.dtype]) -> Optional[str]:
+    mod, err = _triton_module()
+    return err if mod is None else mod.triton_unavailable(device, dtype)
+
+
+def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                          delta_softplus=False, **kwargs):
+    """srstudy's Triton kernels (forward and backward; models/scan_triton.py)."""
+    mod, err = _triton_module()
+    if mod is None:
+        raise RuntimeError(f"backend 'triton' unavailable: {err}; {_TRITON_HINT}")
+    return mod.selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, **kwargs)
+
+
+# name -> backend, in the order "auto" prefers them (see _auto)
 _BACKENDS: dict[str, _Backend] = {
     "cuda": _Backend(selective_scan_cuda, _cuda_unavailable, _CUDA_HINT),
+    "triton": _Backend(selective_scan_triton, _triton_unavailable, _TRITON_HINT),
     "chunked": _Backend(selective_scan_chunked, _always),
     "reference": _Backend(selective_scan_reference, _always),
 }
@@ -588,8 +624,12 @@ def _auto(device: torch.device, dtype: Optional[torch.dtype]) -> tuple[str, str]
     why = _cuda_unavailable(device, dtype)
     if why is None:
         return "cuda", f"mamba_ssm imported and tensors are on {device}: using its fused CUDA kernel"
-    hint = f"; {_CUDA_HINT} for the CUDA kernel" if device.type == "cuda" else ""
-    return "chunked", f"{why}: using the pure-PyTorch chunked scan{hint}"
+    if device.type != "cuda":
+        return "chunked", f"{why}: using the pure-PyTorch chunked scan"
+    why_triton = _triton_unavailable(device, dtype)
+    if why_triton is None:
+        return "triton", f"{why}: using srstudy's Triton kernels ({_CUDA_HINT} for mamba_ssm's)"
+    return "chunked", f"{why}; {why_triton}: using the pure-PyTorch chunked scan ({_CUDA_HINT} for the CUDA kernel)"
 
 
 def resolve_backend(backend: Optional[str] = None, device="cpu",

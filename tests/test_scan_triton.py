@@ -1,0 +1,178 @@
+"""The Triton selective-scan kernels (models/scan_triton.py) against the reference recurrence.
+
+On a CPU machine the kernels run in Triton's interpreter: the `interpreted` cases need
+TRITON_INTERPRET=1 set before triton is imported, so one driver test re-runs this file
+in a subprocess with it set (and asserts how many cases passed there).  On a GPU the
+same cases run compiled (`cuda` marker), plus bf16 and mamba_ssm comparisons.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from scan_cases import call, make_inputs, rel_err, value_and_grads
+from srstudy.models import scan as S
+
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+CUDA = torch.cuda.is_available()
+HAS_TRITON = S._triton_module()[0] is not None
+needs_triton = pytest.mark.skipif(not HAS_TRITON, reason=f"triton not importable: {S._triton_module()[1]}")
+DEVICE = "cuda" if CUDA and not INTERPRETING else "cpu"
+interpreted = pytest.mark.skipif(not INTERPRETING, reason="runs in the TRITON_INTERPRET=1 subprocess")
+
+CASES = [
+    # Bt, Dm, L,  N, T     (T = chunk_size: tokens per associative-scan tile)
+    (2, 3, 1, 4, 8),       # L = 1
+    (1, 2, 5, 3, 8),       # L < T: one partial tile, N not a power of two
+    (2, 3, 37, 4, 16),     # L not a multiple of T
+    (1, 4, 64, 16, 16),    # L a multiple of T, Mamba's N = 16
+    (2, 2, 300, 8, 32),    # ten tiles: state and adjoint carried across many tiles
+    (1, 2, 200, 4, 128),   # the default tile size, two tiles
+]
+FLAGS = [  # with_D, with_z, with_bias, softplus
+    (True, True, True, True),
+    (False, False, False, False),
+    (True, False, True, False),
+    (False, True, False, True),
+]
+N_INTERPRETED = len(CASES) * len(FLAGS) + 4  # + the three below + the DVMSR one
+
+
+def _against_reference(shape, flags, *, device, dtype=torch.float32, seed=0):
+    """Max relative error of the Triton scan (values and every gradient) vs the float64 reference."""
+    Bt, Dm, L, N, T = shape
+    with_D, with_z, with_bias, softplus = flags
+    x = make_inputs(Bt, Dm, L, N, seed=seed, with_D=with_D, with_z=with_z, with_bias=with_bias)
+    if not softplus:  # keep Δ > 0 (decays < 1) or fp32 overflows over hundreds of steps, as it would in Mamba
+        x["delta"] = x["delta"].abs()
+        x["delta_bias"] = None if x["delta_bias"] is None else x["delta_bias"].abs()
+    x = {k: (None if v is None else v.to(dtype).double()) for k, v in x.items()}  # inputs as the kernel sees them
+    y_ref, g_ref = value_and_grads(S.selective_scan_reference, x, softplus)
+    xt = {k: (None if v is None else v.to(device=device, dtype=dtype if k in "u delta B C z" else torch.float32))
+          for k, v in x.items()}
+    y, g = value_and_grads(S.selective_scan, xt, softplus, backend="triton", chunk_size=T)
+    assert y.dtype == dtype and set(g) == set(g_ref)
+    return {"y": rel_err(y.cpu(), y_ref), **{k: rel_err(g[k].cpu(), g_ref[k]) for k in g}}
+
+
+def _run_cases_on(device):
+    for shape in CASES:
+        for flags in FLAGS:
+            errs = _against_reference(shape, flags, device=device)
+            assert max(errs.values()) <= 2e-5, (shape, flags, errs)
+
+
+@interpreted
+@pytest.mark.parametrize("shape", CASES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "".join("DzbS"[i] if v else "-" for i, v in enumerate(f)))
+def test_interpreted_forward_and_gradients_match_reference(shape, flags):
+    errs = _against_reference(shape, flags, device="cpu")
+    print(f"\n{shape} {flags}: " + " ".join(f"{k}={v:.1e}" for k, v in errs.items()))
+    assert max(errs.values()) <= 2e-5, errs
+
+
+@interpreted
+def test_interpreted_bf16_inputs_give_bf16_output_close_to_reference():
+    errs = _against_reference((2, 3, 70, 4, 32), FLAGS[0], device="cpu", dtype=torch.bfloat16)
+    assert max(errs.values()) <= 1.5e-2, errs  # fp32 inside; y and the gradients rounded to bf16 (eps 7.8e-3)
+
+
+@interpreted
+def test_interpreted_decays_far_below_one_stay_finite():
+    x = make_inputs(1, 2, 100, 4, seed=3, decay=50.0)  # Δ·|A| up to ~50 per step
+    x = {k: (None if v is None else v.float()) for k, v in x.items()}
+    y, g = value_and_grads(S.selective_scan, x, True, backend="triton", chunk_size=16)
+    y_ref, g_ref = value_and_grads(S.selective_scan, {k: (None if v is None else v.double()) for k, v in x.items()},
+                                   True, backend="reference")
+    assert torch.isfinite(y).all() and all(torch.isfinite(v).all() for v in g.values())
+    assert max([rel_err(y, y_ref)] + [rel_err(g[k], g_ref[k]) for k in g]) <= 1e-4
+
+
+@interpreted
+def test_interpreted_four_dim_B_C_and_non_contiguous_inputs():
+    x = make_inputs(2, 3, 40, 4, seed=5, dtype=torch.float32)
+    ref = call(S.selective_scan_reference, {k: (None if v is None else v.double()) for k, v in x.items()}, True)
+    u_t = x["u"].transpose(1, 2).contiguous().transpose(1, 2)  # (Bt, Dm, L) with L not innermost
+    xt = {**x, "u": u_t, "B": x["B"][:, None], "C": x["C"][:, None]}
+    y = call(S.selective_scan, xt, True, backend="triton", chunk_size=16)
+    assert rel_err(y, ref) <= 2e-5
+
+
+@interpreted
+def test_interpreted_dvmsr_with_triton_scan_matches_chunked():
+    from srstudy.models.dvmsr import DVMSR, DVMSRConfig
+
+    torch.manual_seed(0)
+    net = DVMSR(DVMSRConfig(embed_dim=8, n_groups=1, blocks_per_group=1, rank=2, scale=2))
+    x = torch.rand(2, 3, 6, 5)
+    outs, grads = [], []
+    for backend in ("chunked", "triton"):
+        net.zero_grad()
+        net.set_scan_backend(backend)
+        y = net(x)
+        y.square().mean().backward()
+        outs.append(y.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    assert (outs[0] - outs[1]).abs().max() <= 1e-5
+    assert (grads[0] - grads[1]).abs().max() <= 1e-5 * grads[0].abs().max()
+
+
+@needs_triton
+@pytest.mark.skipif(INTERPRETING or CUDA, reason="the driver of the interpreted cases, on CPU machines")
+def test_triton_kernels_in_the_interpreter_match_reference():
+    """Re-run this file with TRITON_INTERPRET=1: every interpreted case must pass."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "interpreted", __file__],
+        capture_output=True, text=True, env=env, cwd=Path(__file__).parent, timeout=900)
+    tail = (res.stdout + res.stderr)[-4000:]
+    assert res.returncode == 0, tail
+    passed = int(re.search(r"(\d+) passed", res.stdout).group(1))
+    assert passed == N_INTERPRETED, tail
+
+
+@needs_triton
+@pytest.mark.skipif(INTERPRETING, reason="backend selection outside the interpreter")
+def test_backend_selection_names_triton(monkeypatch):
+    monkeypatch.setattr(S, "_AUTO_LOGGED", set())
+    monkeypatch.delenv(S.ENV_VAR, raising=False)
+    if S._mamba_ssm_fn()[0] is None:  # no mamba_ssm: triton is auto's choice on CUDA tensors
+        assert S.resolve_backend("auto", "cuda", torch.float32) == "triton"
+    assert S.resolve_backend("auto", "cpu") == "chunked"
+    assert S.resolve_backend("auto", "cuda", torch.float64) != "triton"  # fp32/fp16/bf16 only
+    if not CUDA:
+        with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+            S.resolve_backend("triton", "cpu")
+    from srstudy.models.scan_triton import selective_scan_triton
+
+    with pytest.raises(ValueError, match="power of two"):
+        call(selective_scan_triton, make_inputs(1, 2, 4, 2, dtype=torch.float32), True, chunk_size=48)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA or INTERPRETING, reason="needs an NVIDIA GPU")
+@needs_triton
+def test_compiled_kernels_on_cuda_match_reference():
+    _run_cases_on("cuda")
+    errs = _against_reference((2, 3, 70, 4, 32), FLAGS[0], device="cuda", dtype=torch.bfloat16)
+    assert max(errs.values()) <= 1.5e-2, errs
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA or INTERPRETING, reason="needs an NVIDIA GPU")
+@needs_triton
+@pytest.mark.skipif(S._mamba_ssm_fn()[0] is None, reason="mamba_ssm not installed")
+def test_triton_matches_mamba_ssm_at_dvmsr_sizes():
+    x = make_inputs(2, 64, 4096, 16, dtype=torch.float32, device="cuda", seed=8)
+    y_t, g_t = value_and_grads(S.selective_scan, x, True, backend="triton")
+    y_c, g_c = value_and_grads(S.selective_scan, x, True, backend="cuda")
+    rel = lambda a, b: ((a - b).abs().max() / b.abs().max()).item()
+    errs = {"y": rel(y_t, y_c), **{k: rel(g_t[k], g_c[k]) for k in g_c}}
+    print("\ntriton vs mamba_ssm fp32: " + " ".join(f"{k}={v:.1e}" for k, v in errs.items()))
+    assert max(errs.values()) <= 1e-3, errs
