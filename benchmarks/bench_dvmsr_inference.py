@@ -1,7 +1,7 @@
 """DVMSR (official topology) batch-1 inference time per selective-scan backend, one run.
 
     python benchmarks/bench_dvmsr_inference.py --device cuda --sizes 64,256 \
-        --backends chunked,cuda --out benchmarks/results/dvmsr_inference_h100.json
+        --backends chunked,triton,cuda --out benchmarks/results/dvmsr_inference_h100.json
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--sizes", default="64,256")
-    ap.add_argument("--backends", default="chunked,cuda")
+    ap.add_argument("--backends", default="chunked,triton,cuda")
     ap.add_argument("--preset", default="dvmsr")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
@@ -47,6 +47,8 @@ def main() -> None:
     model = DVMSR(preset(args.preset)).to(device).eval()
     out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
            "torch": torch.__version__, "preset": args.preset, "times_ms": {}}
+    x_check = torch.rand(1, 3, 48, 40, device=device)
+    y_check = {}
     for name in args.backends.split(","):
         try:
             model.set_scan_backend(resolve_backend(name, device))
@@ -54,6 +56,8 @@ def main() -> None:
             out["times_ms"][name] = {"skipped": str(e)}
             continue
         out["times_ms"][name] = {}
+        with torch.no_grad():
+            y_check[name] = model(x_check)
         for s in (int(x) for x in args.sizes.split(",")):
             x = torch.rand(1, 3, s, s, device=device)
             with torch.no_grad():
@@ -63,11 +67,15 @@ def main() -> None:
                     out["times_ms"][name][f"lr{s}"] = f"OOM: {e}"[:200]
                     torch.cuda.empty_cache()
             print(name, s, out["times_ms"][name][f"lr{s}"])
+    if "chunked" in y_check:  # same network, same input: every backend's output vs chunked's
+        out["max_abs_diff_vs_chunked"] = {n: (y - y_check["chunked"]).abs().max().item()
+                                          for n, y in y_check.items() if n != "chunked"}
     t = out["times_ms"]
-    for s in args.sizes.split(","):
-        a, b = t.get("chunked", {}).get(f"lr{s}"), t.get("cuda", {}).get(f"lr{s}")
-        if isinstance(a, float) and isinstance(b, float):
-            out[f"chunked_vs_cuda_ratio_lr{s}"] = a / b
+    for mine, other in (("chunked", "cuda"), ("triton", "cuda"), ("triton", "chunked")):
+        for s in args.sizes.split(","):
+            a, b = t.get(mine, {}).get(f"lr{s}"), t.get(other, {}).get(f"lr{s}")
+            if isinstance(a, float) and isinstance(b, float):
+                out[f"{mine}_vs_{other}_ratio_lr{s}"] = a / b
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)
 

@@ -13,8 +13,9 @@ only when L <= --reference-max-L).  Times are medians over --repeats after
 torch.no_grad(); forward+backward differentiates w.r.t. every input.  The JSON
 holds the device, torch/mamba_ssm versions, shapes, times (ms), peak memory
 (CUDA: torch.cuda.max_memory_allocated; CPU: not measured), max abs
-differences to the most trusted backend run, and the ratios
-``chunked_vs_cuda_ratio_fwd`` / ``_fwdbwd`` (and ``_vs_reference_``).
+differences to the most trusted backend run (reference, else cuda, else
+chunked), and the ratios ``chunked_vs_cuda_ratio_fwd`` / ``_fwdbwd`` (and
+``_vs_reference_``), ``triton_vs_cuda_ratio_*``, ``triton_vs_chunked_ratio_*``.
 Nothing here raises on a missing mamba_ssm, an OOM or a failing backend: the
 error is written into the JSON.
 """
@@ -191,6 +192,11 @@ def main(argv=None):
                 continue
             name = f"chunked[{within or 'auto'},T={T}]"
             runs.append((name, lambda *a, T=T, w=within: S.selective_scan_chunked(*a, chunk_size=T, within=w)))
+    triton_why = S._triton_unavailable(device, dtype)
+    if triton_why is None:
+        runs.append(("triton", S.selective_scan_triton))
+    else:
+        report["results"]["triton"] = {"skipped": triton_why}
     cuda_why = S._cuda_unavailable(device, dtype)
     if cuda_why is None:
         runs.append(("cuda", S.selective_scan_cuda))
@@ -211,7 +217,7 @@ def main(argv=None):
         print(f"[bench_scan] {name}: {json.dumps({k: v for k, v in r.items() if k != 'name'})}", flush=True)
 
     # accuracy vs the most trusted backend that ran: reference, else cuda
-    base = next((b for b in ("reference", "cuda") if outs.get(b, (None,))[0] is not None), None)
+    base = next((b for b in ("reference", "cuda", "chunked") if outs.get(b, (None,))[0] is not None), None)
     if base is not None:
         yb, gb = outs[base]
         for name, (y, g) in outs.items():
@@ -227,10 +233,10 @@ def main(argv=None):
     def t(name, phase):
         return report["results"].get(name, {}).get(phase, {}).get("median_ms")
 
-    for other in ("cuda", "reference"):
+    for mine, other in (("chunked", "cuda"), ("chunked", "reference"), ("triton", "cuda"), ("triton", "chunked")):
         for phase in ("fwd", "fwdbwd"):
-            a, b = t("chunked", phase), t(other, phase)
-            report[f"chunked_vs_{other}_ratio_{phase}"] = (a / b) if (a and b) else None
+            a, b = t(mine, phase), t(other, phase)
+            report[f"{mine}_vs_{other}_ratio_{phase}"] = (a / b) if (a and b) else None
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k != "results"}, indent=2))

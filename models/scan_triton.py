@@ -88,7 +88,7 @@ def _fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_pt
                HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
-    b = pid // Dm
+    b = (pid // Dm).to(tl.int64)  # 64-bit offsets: Bt·Dm·L may pass 2**31
     d = pid % Dm
     n = tl.arange(0, N_P2)
     t = tl.arange(0, BLOCK)
@@ -130,7 +130,7 @@ def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_p
                HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
-    b = pid // Dm
+    b = (pid // Dm).to(tl.int64)  # 64-bit offsets: Bt·Dm·L may pass 2**31
     d = pid % Dm
     n = tl.arange(0, N_P2)
     t = tl.arange(0, BLOCK)
