@@ -7,29 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
 from srstudy.inference import resolve_device
 from srstudy.models.dvmsr import DVMSR, preset
 from srstudy.models.scan import resolve_backend
-
-
-def time_ms(fn, device, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+from timing import median_ms
 
 
 def main() -> None:
@@ -62,7 +46,7 @@ def main() -> None:
             x = torch.rand(1, 3, s, s, device=device)
             with torch.no_grad():
                 try:
-                    out["times_ms"][name][f"lr{s}"] = time_ms(lambda: model(x), device, args.repeats, args.warmup)
+                    out["times_ms"][name][f"lr{s}"] = median_ms(lambda: model(x), device, args.repeats, args.warmup)
                 except torch.OutOfMemoryError as e:
                     out["times_ms"][name][f"lr{s}"] = f"OOM: {e}"[:200]
                     torch.cuda.empty_cache()

@@ -1,0 +1,139 @@
+"""Training-step time of srstudy's networks vs the issue-8 reference (mamba_ssm.Mamba), one run.
+
+A step is what `srstudy.trials.loop.train` does per iteration: the frozen teacher's forward
+(distillation only), the student's forward and backward, the L1 losses and an Adam step, on a
+batch already on the device (random LR patches, random weights, as the reference was measured).
+
+    python benchmarks/bench_train_step.py --backends triton,cuda --precisions fp32,bf16 \
+        --out benchmarks/results/train_step_h100.json
+
+Writes, for each implementation (`srstudy[<scan backend>]`, `reference`) × precision × mode
+(`distill`, `student`): median ms per step and peak GPU memory; then the ratios
+`distill_step_ratio_<precision>` and `student_step_ratio_<precision>` of srstudy's fastest
+backend to the reference (the issue's goals: ≤ 0.5 and ≤ 0.7 in fp32), plus the ratio for every
+backend (`..._ratio_<precision>_<backend>`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+
+import torch
+import torch.nn.functional as F
+
+from srstudy.models.dvmsr import DVMSR, preset
+from srstudy.trials.loop import autocast, distillation_loss
+from timing import median_ms
+
+
+def build(impl: str, name: str, device: torch.device, **overrides) -> torch.nn.Module:
+    """srstudy's DVMSR with scan backend `impl`, or the reference network (`impl == "reference"`)."""
+    cfg = preset(name, **overrides)
+    if impl == "reference":
+        from reference_net import reference_dvmsr
+
+        return reference_dvmsr(cfg).to(device)
+    return DVMSR(cfg).set_scan_backend(impl).to(device)
+
+
+def step_fn(student, teacher, optimizer, lr, hr, alpha: float, device, precision: str):
+    """One training step as the trial loop takes it (teacher None: student-only L1 to HR)."""
+    def step():
+        with autocast(device, precision):
+            t_sr = None
+            if teacher is not None:
+                with torch.no_grad():
+                    t_sr = teacher(lr)
+            sr = student(lr)
+            loss = distillation_loss(sr.float(), hr, None if t_sr is None else t_sr.float(), alpha)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--backends", default="triton,cuda", help="srstudy scan backends to time")
+    ap.add_argument("--no-reference", action="store_true", help="skip the mamba_ssm.Mamba reference")
+    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--modes", default="distill,student")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr-size", type=int, default=64)
+    ap.add_argument("--student-rank", type=int, default=2)
+    ap.add_argument("--alpha", type=float, default=0.8)
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    impls = [b for b in args.backends.split(",") if b] + ([] if args.no_reference else ["reference"])
+    report = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
+        "torch": torch.__version__, "cuda": torch.version.cuda,
+        "shapes": {"batch": args.batch, "lr": args.lr_size, "student": f"litesr_student rank {args.student_rank}",
+                   "teacher": "litesr_teacher"},
+        "results": {},
+    }
+    try:
+        import triton
+        report["triton"] = triton.__version__
+    except ImportError:
+        report["triton"] = None
+    try:
+        import mamba_ssm
+        from reference_net import uses_causal_conv1d
+        report["mamba_ssm"] = mamba_ssm.__version__
+        report["reference_uses_causal_conv1d"] = uses_causal_conv1d()
+    except ImportError as e:
+        report["mamba_ssm"] = f"unavailable: {e}"
+    g = torch.Generator(device="cpu").manual_seed(0)
+    s = args.lr_size
+    lr = torch.rand(args.batch, 3, s, s, generator=g).to(device)
+    hr = F.interpolate(lr, scale_factor=4, mode="bicubic").clamp(0, 1)
+    for impl in impls:
+        for precision in args.precisions.split(","):
+            for mode in args.modes.split(","):
+                key = f"{impl}/{precision}/{mode}"
+                student = teacher = opt = None
+                try:
+                    torch.manual_seed(0)
+                    student = build(impl, "litesr_student", device, rank=args.student_rank).train()
+                    teacher = (build(impl, "litesr_teacher", device).eval().requires_grad_(False)
+                               if mode == "distill" else None)
+                    opt = torch.optim.Adam(student.parameters(), lr=2e-4)
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                        torch.cuda.reset_peak_memory_stats(device)
+                    ms = median_ms(step_fn(student, teacher, opt, lr, hr, args.alpha, device, precision),
+                                   device, args.repeats, args.warmup)
+                    res = {"median_ms": ms}
+                    if device.type == "cuda":
+                        res["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+                except Exception as e:  # a missing mamba_ssm, an OOM: recorded, the others still run
+                    res = {"error": f"{type(e).__name__}: {e}"[:300]}
+                report["results"][key] = res
+                print(key, json.dumps(res), flush=True)
+                del student, teacher, opt
+    R = report["results"]
+    for precision in args.precisions.split(","):
+        for mode in args.modes.split(","):
+            ref = R.get(f"reference/{precision}/{mode}", {}).get("median_ms")
+            mine = {b: R.get(f"{b}/{precision}/{mode}", {}).get("median_ms") for b in impls if b != "reference"}
+            mine = {b: v for b, v in mine.items() if v}
+            if not (ref and mine):
+                continue
+            for b, v in mine.items():
+                report[f"{mode}_step_ratio_{precision}_{b}"] = v / ref
+            best = min(mine, key=mine.get)
+            report[f"{mode}_step_ratio_{precision}"] = mine[best] / ref
+            report[f"{mode}_step_best_backend_{precision}"] = best
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1)
+    print(json.dumps({k: v for k, v in report.items() if k != "results"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
