@@ -104,6 +104,11 @@ def node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
+def gpu_ids() -> list[str]:
+    """The GPU ids Ray assigned to the calling task or trial (what it sets CUDA_VISIBLE_DEVICES to)."""
+    return [str(i) for i in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])]
+
+
 def nodes() -> list[dict[str, Any]]:
     """The cluster's live nodes, as `ray.nodes()` reports them (NodeID, NodeManagerAddress,
     Resources, ...)."""

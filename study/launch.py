@@ -171,7 +171,8 @@ def tune_trial(params: dict[str, Any], *, study_json: str, workdir: str, trackin
     torch.set_num_threads(max(1, int(study.resources.cpu)))
     tid = _ray.trial_id()
     tdir = Path(workdir) / "trials" / tid
-    base = {"iteration": 0, "trial_dir": str(tdir), "node_id": _ray.node_id()}  # where it ran
+    # where it ran: the node, and the GPU(s) Ray gave it there (CUDA_VISIBLE_DEVICES)
+    base = {"iteration": 0, "trial_dir": str(tdir), "node_id": _ray.node_id(), "gpu_ids": ",".join(_ray.gpu_ids())}
 
     # analytic constraints: checked before any training
     analytic = {"params": cfg.student.param_count(cfg.scale),
@@ -442,7 +443,7 @@ def _rows(grid, study: StudyConfig, objectives: list[str]) -> list[dict[str, Any
         status = ("error" if res.error else "skipped" if m.get("constraint_violated")
                   else "done" if m.get("final") else "pruned")
         row = {"trial_id": m.get("trial_id"), "status": status, "mlflow_run_id": m.get("mlflow_run_id"),
-               "iteration": m.get("iteration"), "node_id": m.get("node_id"),
+               "iteration": m.get("iteration"), "node_id": m.get("node_id"), "gpu_ids": m.get("gpu_ids"),
                **{k: cfg.get(k) for k in study.search_space}}
         row.update({o: m.get(o) for o in objectives})
         row["val_psnr"] = m.get("val_psnr")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,6 +83,18 @@ def _inference_energy(model, *, device, height, width, seconds: float = 1.0, sam
             n += 1
     res = meter.result
     return {} if res is None or res.energy_j is None else {"gpu_inference_energy_per_image_j": res.energy_j / n}
+
+
+def _peak_gpu_memory(device: torch.device) -> dict[str, float]:
+    """This process's peak GPU memory while training (MiB), to size fractional-GPU trials.
+
+    `allocated`: tensors; `reserved`: what PyTorch's caching allocator held (what the GPU
+    must have free). Absent on CPU.
+    """
+    if device.type != "cuda":
+        return {}
+    return {"gpu_peak_mem_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+            "gpu_peak_mem_reserved_mb": torch.cuda.max_memory_reserved(device) / 2**20}
 
 
 def run_trial(
@@ -165,6 +178,7 @@ def _train_and_score(cfg, run: TrialRun, student, optimizer, state, teacher, ima
     run.set_tags({
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # set by Ray for GPU trials
         "scan_backend": backend,
         "precision": cfg.precision,
         "teacher_source": teacher.source if teacher else "none (alpha=0)",
@@ -198,6 +212,8 @@ def _train_and_score(cfg, run: TrialRun, student, optimizer, state, teacher, ima
         log_interval=max(1, min(10, cfg.iterations // 20)),
     )
     start_it = state.iteration
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     with energy_meter(device=device, sample_hz=cfg.energy_sample_hz) as meter:
         train(student, data, spec, device=device, teacher=teacher.model if teacher else None,
@@ -217,6 +233,7 @@ def _train_and_score(cfg, run: TrialRun, student, optimizer, state, teacher, ima
     metrics["train_time_s"] = train_s
     if ran:
         metrics["iterations_per_s"] = ran / train_s
+    metrics.update(_peak_gpu_memory(device))
     metrics.update(energy.metrics(iterations=ran or None))
     run.set_tags({**energy.tags(), "energy_iterations": ran, "resumed_from": start_it or None})
 
