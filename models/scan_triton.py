@@ -82,11 +82,9 @@ def _load_delta(dt_row, bias, tt, L, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.conste
 
 
 @triton.jit
-def _fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr, hc_ptr,
-               Dm, L, N, n_chunks,
-               su_b, su_d, sB_b, sB_n,
-               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-               SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr):
+def _program(A_ptr, D_ptr, bias_ptr, Dm, N, su_b, su_d, sB_b, sB_n,
+             HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's (sequence b, channel d), index ranges, per-channel parameters and row offsets."""
     pid = tl.program_id(0)
     b = (pid // Dm).to(tl.int64)  # 64-bit offsets: Bt·Dm·L may pass 2**31
     d = pid % Dm
@@ -96,22 +94,42 @@ def _fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_pt
     A = tl.load(A_ptr + d * N + n, mask=nm, other=0.0).to(tl.float32)          # A : (N,)
     bias = tl.load(bias_ptr + d).to(tl.float32) if HAS_BIAS else 0.0
     Dd = tl.load(D_ptr + d).to(tl.float32) if HAS_D else 0.0
-    row = b * su_b + d * su_d
-    bc_rows = b * sB_b + n[:, None] * sB_n                                     # (N, 1)
+    row = b * su_b + d * su_d                                                  # u, Δ, z, y rows
+    bc_rows = b * sB_b + n[:, None] * sB_n                                     # B, C rows : (N, 1)
+    return b, d, n, t, nm, A, bias, Dd, row, bc_rows
+
+
+@triton.jit
+def _chunk_states(u_ptr, dt_ptr, B_ptr, C_ptr, row, bc_rows, c, t, nm, A, bias, h_in, L,
+                  HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BLOCK: tl.constexpr):
+    """Chunk c's inputs and its states h_t : (N, T) from the state h_in entering it."""
+    tt = c * BLOCK + t
+    tm = tt < L
+    m2 = nm[:, None] & tm[None, :]
+    u = tl.load(u_ptr + row + tt, mask=tm, other=0.0).to(tl.float32)           # u : (T,)
+    dt, raw = _load_delta(dt_ptr + row, bias, tt, L, HAS_BIAS, SOFTPLUS)
+    Bv = tl.load(B_ptr + bc_rows + tt[None, :], mask=m2, other=0.0).to(tl.float32)  # B : (N, T)
+    Cv = tl.load(C_ptr + bc_rows + tt[None, :], mask=m2, other=0.0).to(tl.float32)
+    a = tl.exp(dt[None, :] * A[:, None])                                       # a : (N, T)
+    bb = (dt * u)[None, :] * Bv
+    pa, pb = tl.associative_scan((a, bb), axis=1, combine_fn=_first_order)
+    hs = pa * h_in[:, None] + pb                                               # h_t : (N, T)
+    return tt, tm, m2, u, dt, raw, Bv, Cv, bb, hs
+
+
+@triton.jit
+def _fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr, hc_ptr,
+               Dm, L, N, n_chunks,
+               su_b, su_d, sB_b, sB_n,
+               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+               SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr):
+    b, d, n, t, nm, A, bias, Dd, row, bc_rows = _program(A_ptr, D_ptr, bias_ptr, Dm, N, su_b, su_d, sB_b, sB_n,
+                                                         HAS_D, HAS_BIAS, N_P2, BLOCK)
     h = tl.zeros([N_P2], dtype=tl.float32)                                     # h : (N,)
     for c in range(n_chunks):
-        tt = c * BLOCK + t
-        tm = tt < L
         tl.store(hc_ptr + ((b * Dm + d) * n_chunks + c) * N + n, h, mask=nm)  # state entering chunk c
-        u = tl.load(u_ptr + row + tt, mask=tm, other=0.0).to(tl.float32)       # u : (T,)
-        dt, _raw = _load_delta(dt_ptr + row, bias, tt, L, HAS_BIAS, SOFTPLUS)
-        m2 = nm[:, None] & tm[None, :]
-        Bv = tl.load(B_ptr + bc_rows + tt[None, :], mask=m2, other=0.0).to(tl.float32)  # (N, T)
-        Cv = tl.load(C_ptr + bc_rows + tt[None, :], mask=m2, other=0.0).to(tl.float32)
-        a = tl.exp(dt[None, :] * A[:, None])                                   # a : (N, T)
-        bb = (dt * u)[None, :] * Bv
-        pa, pb = tl.associative_scan((a, bb), axis=1, combine_fn=_first_order)
-        hs = pa * h[:, None] + pb                                              # h_t : (N, T)
+        tt, tm, m2, u, dt, raw, Bv, Cv, bb, hs = _chunk_states(
+            u_ptr, dt_ptr, B_ptr, C_ptr, row, bc_rows, c, t, nm, A, bias, h, L, HAS_BIAS, SOFTPLUS, BLOCK)
         y = tl.sum(hs * Cv, axis=0)                                            # y : (T,)
         if HAS_D:
             y += Dd * u
@@ -129,37 +147,19 @@ def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_p
                su_b, su_d, sB_b, sB_n,
                HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    b = (pid // Dm).to(tl.int64)  # 64-bit offsets: Bt·Dm·L may pass 2**31
-    d = pid % Dm
-    n = tl.arange(0, N_P2)
-    t = tl.arange(0, BLOCK)
-    nm = n < N
-    A = tl.load(A_ptr + d * N + n, mask=nm, other=0.0).to(tl.float32)
-    bias = tl.load(bias_ptr + d).to(tl.float32) if HAS_BIAS else 0.0
-    Dd = tl.load(D_ptr + d).to(tl.float32) if HAS_D else 0.0
-    row = b * su_b + d * su_d
-    bc_rows = b * sB_b + n[:, None] * sB_n
+    b, d, n, t, nm, A, bias, Dd, row, bc_rows = _program(A_ptr, D_ptr, bias_ptr, Dm, N, su_b, su_d, sB_b, sB_n,
+                                                         HAS_D, HAS_BIAS, N_P2, BLOCK)
     g_in = tl.zeros([N_P2], dtype=tl.float32)         # ∂loss/∂h at the first token of the next chunk
     dA_acc = tl.zeros([N_P2], dtype=tl.float32)
     dD_acc = 0.0
     dbias_acc = 0.0
     for ci in range(n_chunks):
         c = n_chunks - 1 - ci
-        tt = c * BLOCK + t
-        tm = tt < L
-        m2 = nm[:, None] & tm[None, :]
-        u = tl.load(u_ptr + row + tt, mask=tm, other=0.0).to(tl.float32)
-        dt, raw = _load_delta(dt_ptr + row, bias, tt, L, HAS_BIAS, SOFTPLUS)
-        dt_next, _r = _load_delta(dt_ptr + row, bias, tt + 1, L, HAS_BIAS, SOFTPLUS)
-        Bv = tl.load(B_ptr + bc_rows + tt[None, :], mask=m2, other=0.0).to(tl.float32)
-        Cv = tl.load(C_ptr + bc_rows + tt[None, :], mask=m2, other=0.0).to(tl.float32)
         h0 = tl.load(hc_ptr + ((b * Dm + d) * n_chunks + c) * N + n, mask=nm, other=0.0)
         # recompute the chunk's states from its entry state
-        a = tl.exp(dt[None, :] * A[:, None])
-        bb = (dt * u)[None, :] * Bv
-        pa, pb = tl.associative_scan((a, bb), axis=1, combine_fn=_first_order)
-        hs = pa * h0[:, None] + pb                                             # h_t : (N, T)
+        tt, tm, m2, u, dt, raw, Bv, Cv, bb, hs = _chunk_states(
+            u_ptr, dt_ptr, B_ptr, C_ptr, row, bc_rows, c, t, nm, A, bias, h0, L, HAS_BIAS, SOFTPLUS, BLOCK)
+        dt_next, _r = _load_delta(dt_ptr + row, bias, tt + 1, L, HAS_BIAS, SOFTPLUS)
         dy = tl.load(dy_ptr + row + tt, mask=tm, other=0.0).to(tl.float32)
         if HAS_Z:  # y = (Σ C·h + D·u)·silu(z)
             zv = tl.load(z_ptr + row + tt, mask=tm, other=0.0).to(tl.float32)
