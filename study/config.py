@@ -155,6 +155,8 @@ class TrialConfig(_Model):
     data: DataConfig = Field(default_factory=DataConfig)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     energy_sample_hz: float = Field(10.0, gt=0)
+    prefetch_batches: int | None = Field(
+        None, ge=0, description="batches built ahead in a background thread; None: 2 on CUDA, 0 on CPU")
 
     @field_validator("device")
     @classmethod
@@ -164,7 +166,7 @@ class TrialConfig(_Model):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
         return v
 
-    def identity(self, *, exclude: tuple[str, ...] = ("device",)) -> str:
+    def identity(self, *, exclude: tuple[str, ...] = ("device", "prefetch_batches")) -> str:
         """A stable hash of everything that changes the result (for resume folders)."""
         payload = self.model_dump(mode="json", exclude=set(exclude))
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

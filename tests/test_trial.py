@@ -223,3 +223,42 @@ def test_batches_and_schedule_are_pure_functions_of_the_iteration():
     assert epochs == [0, 1, 1, 1]
     assert sorted(i for e, i in batch_indices(5, 5, 0, seed=0)) == list(range(5))
     assert lr_at(0, 1.0, [2, 4], 0.5) == 1.0 and lr_at(2, 1.0, [2, 4], 0.5) == 0.5 and lr_at(9, 1.0, [2, 4], 0.5) == 0.25
+
+
+def test_prefetched_batches_are_the_loop_batches_in_order_and_errors_surface():
+    from srstudy.data import PatchDataset, default_split
+    from srstudy.trials.loop import make_batch
+    from srstudy.trials.prefetch import BatchPrefetcher
+
+    data = PatchDataset(default_split()[0], lr_patch=16, patches_per_image=2, seed=4)
+    build = lambda i: make_batch(data, 3, i, 4)  # noqa: E731
+    expected = {i: build(i) for i in range(5, 9)}
+    with BatchPrefetcher(build, start=5, stop=9, depth=2) as ahead:
+        for i in range(5, 9):
+            lr, hr = ahead.next(i)
+            assert torch.equal(lr, expected[i][0]) and torch.equal(hr, expected[i][1])
+
+    def broken(i):
+        if i == 2:
+            raise OSError("disk gone at 2")
+        return build(i)
+
+    with BatchPrefetcher(broken, start=0, stop=5) as ahead:
+        ahead.next(0), ahead.next(1)
+        with pytest.raises(OSError, match="disk gone at 2"):
+            ahead.next(2)
+    with BatchPrefetcher(build, start=0, stop=5) as ahead, pytest.raises(RuntimeError, match="iteration 0 where 3"):
+        ahead.next(3)
+    ahead = BatchPrefetcher(build, start=0, stop=10**6, depth=1)
+    ahead.close()  # stops a thread that would otherwise build a million batches
+    assert not ahead._thread.is_alive()
+
+
+def test_a_trial_with_prefetched_batches_trains_the_same_student(tmp_path):
+    cfg = load_trial_config(tiny(tmp_path))
+    inline = run_trial(cfg.model_copy(update={"prefetch_batches": 0}), workdir=tmp_path / "a")
+    ahead = run_trial(cfg.model_copy(update={"prefetch_batches": 3}), workdir=tmp_path / "b")
+    assert ahead.metrics["val_psnr"] == inline.metrics["val_psnr"]
+    a = torch.load(inline.trial_dir / CHECKPOINT_NAME, weights_only=True)["model"]
+    b = torch.load(ahead.trial_dir / CHECKPOINT_NAME, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -210,6 +210,7 @@ def _train_and_score(cfg, run: TrialRun, student, optimizer, state, teacher, ima
         alpha=cfg.alpha if teacher else 0.0, seed=cfg.seed, precision=cfg.precision,
         checkpoint_interval=cfg.checkpoint_interval, val_interval=cfg.val_interval,
         log_interval=max(1, min(10, cfg.iterations // 20)),
+        prefetch=cfg.prefetch_batches,
     )
     start_it = state.iteration
     if device.type == "cuda":

@@ -109,6 +109,7 @@ def _train_teacher(cfg: TrialConfig, images, entry: Path, device: torch.device,
         milestones=cfg.optim.milestones_for(t.iterations), gamma=cfg.optim.gamma, betas=cfg.optim.betas,
         alpha=0.0, seed=t.seed, precision=cfg.precision,
         checkpoint_interval=max(1, min(cfg.checkpoint_interval, t.iterations)), val_interval=t.iterations + 1,
+        prefetch=cfg.prefetch_batches,
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=spec.betas)
     partial = entry / PARTIAL
