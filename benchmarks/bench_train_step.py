@@ -8,10 +8,11 @@ batch already on the device (random LR patches, random weights, as the reference
         --out benchmarks/results/train_step_h100.json
 
 Writes, for each implementation (`srstudy[<scan backend>]`, `reference`) × precision × mode
-(`distill`, `student`): median ms per step and peak GPU memory; then the ratios
-`distill_step_ratio_<precision>` and `student_step_ratio_<precision>` of srstudy's fastest
-backend to the reference (the issue's goals: ≤ 0.5 and ≤ 0.7 in fp32), plus the ratio for every
-backend (`..._ratio_<precision>_<backend>`).
+(`distill`: live teacher; `distill_bank`: the teacher's outputs precomputed by a teacher bank
+and copied in from pinned memory; `student`): median ms per step and peak GPU memory; then
+`<mode>_step_ratio_<precision>` of srstudy's fastest backend to the reference's *live-teacher*
+step for distillation modes and its student step otherwise (the issue's goals: distillation
+≤ 0.5 and student ≤ 0.7 in fp32), plus the ratio for every backend.
 """
 from __future__ import annotations
 
@@ -37,12 +38,15 @@ def build(impl: str, name: str, device: torch.device, **overrides) -> torch.nn.M
     return DVMSR(cfg).set_scan_backend(impl).to(device)
 
 
-def step_fn(student, teacher, optimizer, lr, hr, alpha: float, device, precision: str):
-    """One training step as the trial loop takes it (teacher None: student-only L1 to HR)."""
+def step_fn(student, teacher, optimizer, lr, hr, alpha: float, device, precision: str, bank_targets=None):
+    """One training step as the trial loop takes it (teacher None: student-only L1 to HR;
+    `bank_targets`: the teacher bank's float16 outputs, copied from pinned host memory)."""
     def step():
         with autocast(device, precision):
             t_sr = None
-            if teacher is not None:
+            if bank_targets is not None:
+                t_sr = bank_targets.to(device, non_blocking=True)
+            elif teacher is not None:
                 with torch.no_grad():
                     t_sr = teacher(lr)
             sr = student(lr)
@@ -59,7 +63,8 @@ def main() -> None:
     ap.add_argument("--backends", default="triton,cuda", help="srstudy scan backends to time")
     ap.add_argument("--no-reference", action="store_true", help="skip the mamba_ssm.Mamba reference")
     ap.add_argument("--precisions", default="fp32,bf16")
-    ap.add_argument("--modes", default="distill,student")
+    ap.add_argument("--modes", default="distill,distill_bank,student",
+                    help="distill: live teacher; distill_bank: precomputed teacher outputs; student: L1 to HR")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr-size", type=int, default=64)
     ap.add_argument("--student-rank", type=int, default=2)
@@ -96,6 +101,8 @@ def main() -> None:
     for impl in impls:
         for precision in args.precisions.split(","):
             for mode in args.modes.split(","):
+                if impl == "reference" and mode == "distill_bank":
+                    continue
                 key = f"{impl}/{precision}/{mode}"
                 student = teacher = opt = None
                 try:
@@ -103,11 +110,15 @@ def main() -> None:
                     student = build(impl, "litesr_student", device, rank=args.student_rank).train()
                     teacher = (build(impl, "litesr_teacher", device).eval().requires_grad_(False)
                                if mode == "distill" else None)
+                    bank_targets = None
+                    if mode == "distill_bank":  # teacher outputs precomputed (trials/teacher_bank.py)
+                        bank_targets = hr.half().cpu()
+                        bank_targets = bank_targets.pin_memory() if device.type == "cuda" else bank_targets
                     opt = torch.optim.Adam(student.parameters(), lr=2e-4)
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
                         torch.cuda.reset_peak_memory_stats(device)
-                    ms = median_ms(step_fn(student, teacher, opt, lr, hr, args.alpha, device, precision),
+                    ms = median_ms(step_fn(student, teacher, opt, lr, hr, args.alpha, device, precision, bank_targets),
                                    device, args.repeats, args.warmup)
                     res = {"median_ms": ms}
                     if device.type == "cuda":
@@ -120,7 +131,8 @@ def main() -> None:
     R = report["results"]
     for precision in args.precisions.split(","):
         for mode in args.modes.split(","):
-            ref = R.get(f"reference/{precision}/{mode}", {}).get("median_ms")
+            ref_mode = "distill" if mode.startswith("distill") else mode  # the reference has no bank
+            ref = R.get(f"reference/{precision}/{ref_mode}", {}).get("median_ms")
             mine = {b: R.get(f"{b}/{precision}/{mode}", {}).get("median_ms") for b in impls if b != "reference"}
             mine = {b: v for b, v in mine.items() if v}
             if not (ref and mine):

@@ -63,6 +63,9 @@ class TeacherConfig(_Model):
     batch_size: int | None = Field(None, ge=1, description="None: the trial's batch_size")
     lr: float = Field(2e-4, gt=0)
     seed: int = 0
+    bank_patches: int | None = Field(
+        None, ge=1, description="train students on a fixed bank of this many patches whose teacher outputs are "
+        "computed once and shared (no teacher forward per step); None: fresh crops, live teacher")
 
     @field_validator("checkpoint")
     @classmethod

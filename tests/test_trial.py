@@ -262,3 +262,40 @@ def test_a_trial_with_prefetched_batches_trains_the_same_student(tmp_path):
     a = torch.load(inline.trial_dir / CHECKPOINT_NAME, weights_only=True)["model"]
     b = torch.load(ahead.trial_dir / CHECKPOINT_NAME, weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_teacher_bank_is_computed_once_shared_by_trials_and_rebuilt_when_corrupt(tmp_path, caplog):
+    import numpy as np
+
+    from srstudy.trials import inputs
+    from srstudy.trials.loop import to_device
+    from srstudy.trials.teacher_bank import bank_item
+
+    workdir = tmp_path / "runs"
+    cfg = load_trial_config(tiny(tmp_path, **{"teacher.bank_patches": 10}))
+    tags_of = lambda r: MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}").get_run(r.run_id).data.tags  # noqa: E731
+    first = run_trial(cfg, workdir=workdir)
+    tags = tags_of(first)
+    assert tags["teacher_bank_source"] == "built" and tags["teacher_bank_patches"] == "10"
+    bank_path = Path(tags["teacher_bank"])
+    targets = np.load(bank_path)
+    assert targets.shape == (10, 3, 64, 64) and targets.dtype == np.float16  # patch 16 × scale 4
+    # the targets are the cached teacher's SR of the bank's LR patches
+    teacher = get_teacher(cfg, cache_dir=workdir / "teachers", device=torch.device("cpu"))
+    data = inputs.patch_dataset(inputs.train_images(cfg.data), scale=cfg.scale, patch_size=cfg.patch_size,
+                                patches_per_image=cfg.data.patches_per_image, seed=cfg.seed)
+    for j in (0, 9):
+        lr = torch.from_numpy(np.ascontiguousarray(bank_item(data, j)[0])[None])
+        with torch.no_grad():
+            sr = teacher.model(to_device(lr, torch.device("cpu"))).clamp(0, 1)[0]
+        assert (sr - torch.from_numpy(targets[j]).float()).abs().max() <= 1e-3
+    # another trial with the same teacher and data reuses it
+    second = run_trial(cfg.model_copy(update={"alpha": 0.5}), workdir=workdir)
+    assert tags_of(second)["teacher_bank_source"] == "cache" and tags_of(second)["teacher_bank"] == str(bank_path)
+    # a corrupt bank is rebuilt, never used
+    with open(bank_path, "r+b") as f:
+        f.seek(-8, 2)
+        f.write(b"\x7f" * 8)
+    third = run_trial(cfg.model_copy(update={"alpha": 0.3}), workdir=workdir)
+    assert tags_of(third)["teacher_bank_source"] == "built" and "corrupt" in caplog.text
+    assert np.array_equal(np.load(bank_path), targets)

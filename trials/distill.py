@@ -39,6 +39,7 @@ from srstudy.tracking import TrialRun, default_tracking_uri
 from . import inputs
 from .loop import CHECKPOINT_NAME, LoopSpec, LoopState, load_training_checkpoint, measure_latency, train
 from .teacher import get_teacher
+from .teacher_bank import get_teacher_bank
 
 log = logging.getLogger("srstudy.trial")
 
@@ -134,8 +135,9 @@ def run_trial(
     # teacher: from a checkpoint, the cache, or trained now (once for all trials)
     images = inputs.train_images(cfg.data)
     teacher = None
+    teacher_dir = Path(teacher_cache or workdir / "teachers")
     if cfg.alpha > 0:
-        teacher = get_teacher(cfg, cache_dir=teacher_cache or workdir / "teachers", device=device, images=images)
+        teacher = get_teacher(cfg, cache_dir=teacher_dir, device=device, images=images)
 
     student = DVMSR(cfg.student.to_model_config(cfg.scale)).to(device)
     student.set_scan_backend(backend)
@@ -158,7 +160,7 @@ def run_trial(
     resumed_from = state.iteration or None
     try:
         metrics = _train_and_score(cfg, run, student, optimizer, state, teacher, images, device, backend, tdir,
-                                   on_validate, on_checkpoint, progress)
+                                   on_validate, on_checkpoint, progress, teacher_dir)
     except KeyboardInterrupt:
         run.finish("KILLED")  # resumable: the next start reopens this run
         raise
@@ -173,7 +175,7 @@ def run_trial(
 
 
 def _train_and_score(cfg, run: TrialRun, student, optimizer, state, teacher, images, device, backend, tdir,
-                     on_validate, on_checkpoint, progress) -> dict[str, float]:
+                     on_validate, on_checkpoint, progress, teacher_dir: Path) -> dict[str, float]:
     run.log_params(flatten(cfg.model_dump(mode="json")))
     run.set_tags({
         "device": str(device),
@@ -192,6 +194,12 @@ def _train_and_score(cfg, run: TrialRun, student, optimizer, state, teacher, ima
 
     data = inputs.patch_dataset(images, scale=cfg.scale, patch_size=cfg.patch_size,
                                 patches_per_image=cfg.data.patches_per_image, seed=cfg.seed)
+    bank = None
+    if teacher is not None and cfg.teacher.bank_patches:  # teacher outputs computed once, shared
+        bank = get_teacher_bank(teacher, data, inputs.images_identity(images), patches=cfg.teacher.bank_patches,
+                                seed=cfg.seed, precision=cfg.precision, cache_dir=teacher_dir, device=device)
+        run.set_tags({"teacher_bank": str(bank.path), "teacher_bank_source": bank.source,
+                      "teacher_bank_patches": len(bank)})
     val = inputs.validation_set(cfg.data, scale=cfg.scale)
     up = model_upscaler(student, scale=cfg.scale, device=device)
     last_val: dict[str, float] = {}
@@ -217,7 +225,7 @@ def _train_and_score(cfg, run: TrialRun, student, optimizer, state, teacher, ima
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     with energy_meter(device=device, sample_hz=cfg.energy_sample_hz) as meter:
-        train(student, data, spec, device=device, teacher=teacher.model if teacher else None,
+        train(student, data, spec, device=device, teacher=teacher.model if teacher and not bank else None, bank=bank,
               checkpoint_path=tdir / CHECKPOINT_NAME, state=state, optimizer=optimizer,
               on_log=lambda it, m: run.log_metrics(m, step=it), on_validate=validate,
               on_checkpoint=(lambda it: on_checkpoint(it, tdir)) if on_checkpoint else None,

@@ -149,8 +149,12 @@ def train(
     on_validate: Callable[[int], None] | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    bank=None,
 ) -> LoopState:
     """Train `model` from `state.iteration` to `spec.iterations`; returns the final state.
+
+    `bank` (a `teacher_bank.TeacherBank`): batches come from its fixed patches with their
+    precomputed teacher outputs, and no teacher runs in the loop.
 
     `on_log(it, {"train_loss": …, "lr": …})` every `log_interval` iterations,
     `on_validate(it)` every `val_interval` and at the end, `on_checkpoint(it)` after each
@@ -165,16 +169,18 @@ def train(
     losses: list[float] = []
     it = state.iteration
     with contextlib.ExitStack() as stack:
-        batch_of = _batch_source(dataset, spec, device, start=it, stack=stack)
+        batch_of = _batch_source(dataset, spec, device, start=it, stack=stack, bank=bank)
         while it < spec.iterations:
             lr_now = lr_at(it, spec.base_lr, spec.milestones, spec.gamma)
             for group in optimizer.param_groups:
                 group["lr"] = lr_now
-            lr_img, hr_img = batch_of(it)
-            lr_img, hr_img = to_device(lr_img, device), to_device(hr_img, device)
+            batch = batch_of(it)
+            lr_img, hr_img = to_device(batch[0], device), to_device(batch[1], device)
             with autocast(device, spec.precision):
                 teacher_sr = None
-                if teacher is not None and spec.alpha > 0:
+                if len(batch) == 3 and spec.alpha > 0:  # precomputed by the teacher bank
+                    teacher_sr = batch[2].to(device, non_blocking=True)
+                elif teacher is not None and spec.alpha > 0:
                     with torch.no_grad():
                         teacher_sr = teacher(lr_img)
                 sr = model(lr_img)
@@ -206,11 +212,17 @@ def train(
 
 
 def _batch_source(dataset: PatchDataset, spec: LoopSpec, device: torch.device, *, start: int,
-                  stack: contextlib.ExitStack) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
-    """iteration -> its batch: built by a prefetch thread (`spec.prefetch` ahead; default 2 on
-    CUDA, none on CPU, where the thread would compete with the training threads) or in line."""
+                  stack: contextlib.ExitStack, bank=None) -> Callable[[int], tuple[torch.Tensor, ...]]:
+    """iteration -> its batch ((lr, hr), or (lr, hr, teacher_sr) from a bank): built by a
+    prefetch thread (`spec.prefetch` ahead; default 2 on CUDA, none on CPU, where the thread
+    would compete with the training threads) or in line."""
     depth = spec.prefetch if spec.prefetch is not None else (2 if device.type == "cuda" else 0)
-    build = lambda i: make_batch(dataset, spec.batch_size, i, spec.seed)  # noqa: E731
+    if bank is not None:
+        from .teacher_bank import make_bank_batch
+
+        build = lambda i: make_bank_batch(dataset, bank, spec.batch_size, i, spec.seed)  # noqa: E731
+    else:
+        build = lambda i: make_batch(dataset, spec.batch_size, i, spec.seed)  # noqa: E731
     if not depth:
         return build
     ahead = BatchPrefetcher(build, start=start, stop=spec.iterations, depth=depth, pin=device.type == "cuda")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+Batch = tuple[torch.Tensor, ...]  # (lr, hr) or (lr, hr, teacher_sr)
 
 
 class BatchPrefetcher:
@@ -38,10 +38,10 @@ class BatchPrefetcher:
     def _run(self, start: int, stop: int) -> None:
         for it in range(start, stop):
             try:
-                lr, hr = self._build(it)
+                batch = self._build(it)
                 if self._pin:
-                    lr, hr = lr.pin_memory(), hr.pin_memory()
-                item = (it, (lr, hr), None)
+                    batch = tuple(t.pin_memory() for t in batch)
+                item = (it, batch, None)
             except BaseException as e:  # handed to the consumer, which raises it
                 item = (it, None, e)
             while not self._stop.is_set():
