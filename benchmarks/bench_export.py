@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srstudy.edge import cpu_name, run_benchmark
+from srstudy.edge import cpu_name, run_benchmark, timed_calls
 from srstudy.energy import energy_meter
 from srstudy.export import (best_providers, check_parity, export_onnx, graph_stats, ort_session, parity_image,
                             run_session, time_ms)
@@ -47,17 +47,7 @@ def torch_bench(model: DVMSR, device: torch.device, backend: str, size: int, sam
         for _ in range(warmup):
             net(x)
         sync()
-        meter = energy_meter(device=device)
-        lat = []
-        with meter:
-            t_loop = time.perf_counter()
-            for _ in range(samples):
-                t0 = time.perf_counter()
-                net(x)
-                sync()
-                lat.append((time.perf_counter() - t0) * 1e3)
-            seconds = time.perf_counter() - t_loop
-    e = meter.result
+        lat, seconds, e = timed_calls(lambda: net(x), samples=samples, meter=energy_meter(device=device), sync=sync)
     out = {"runtime": "pytorch", "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
            "scan_backend": backend, "input": f"1x3x{size}x{size}", "samples": samples,
            "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p90_ms": float(np.percentile(lat, 90)),

@@ -8,35 +8,26 @@ the largest PSNR difference to the first backend, and the wall time of each eval
 """
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import time
 
 import torch
 
-from srstudy.evaluate import evaluate, model_upscaler, open_sets
-from srstudy.inference import resolve_device
-from srstudy.models.dvmsr import load_checkpoint
+from srstudy.evaluate import evaluate, model_upscaler
 from srstudy.models.scan import resolve_backend
+
+from checkpoint_eval import checkpoint_eval_parser, open_checkpoint_and_sets
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--data-root", required=True)
-    ap.add_argument("--sets", default="Set5")
+    ap = checkpoint_eval_parser(__doc__, sets="Set5", device="auto", out_required=False)
     ap.add_argument("--backends", default="chunked,cuda")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
-    device = resolve_device(args.device)
-    model = load_checkpoint(args.checkpoint).to(device)
-    sets = open_sets(args.data_root, args.sets.split(","), scale=model.cfg.scale)
+    device, model, sets, device_name = open_checkpoint_and_sets(args)
     out: dict = {
         "checkpoint": args.checkpoint,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": device_name,
         "torch": torch.__version__,
         "results": {},
     }

@@ -9,17 +9,15 @@ scored under both grey conventions (img_003 is single-channel; see README).
 """
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import time
 
 import torch
 
-from srstudy.evaluate import bicubic_upscaler, evaluate, model_upscaler, open_sets
-from srstudy.inference import resolve_device
-from srstudy.models.dvmsr import load_checkpoint
+from srstudy.evaluate import bicubic_upscaler, evaluate, model_upscaler
 from srstudy.models.scan import resolve_backend
+
+from checkpoint_eval import checkpoint_eval_parser, open_checkpoint_and_sets
 
 PAPER = {  # DVMSR Table 1, ×4
     "dvmsr": {"Set5": (32.19, 0.8955), "Set14": (28.61, 0.7823), "BSD100": (27.58, 0.7379)},
@@ -38,22 +36,15 @@ def summarise(res: dict, paper: dict) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-root", required=True)
-    ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--sets", default="Set5,Set14,BSD100")
-    ap.add_argument("--device", default="cpu")
+    ap = checkpoint_eval_parser(__doc__, sets="Set5,Set14,BSD100", device="cpu", out_required=True)
     ap.add_argument("--backend", default="chunked")
-    ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    device = resolve_device(args.device)
     names = args.sets.split(",")
-    model = load_checkpoint(args.checkpoint).to(device)
+    device, model, sets, device_name = open_checkpoint_and_sets(args)
     backend = resolve_backend(args.backend, device)
     model.set_scan_backend(backend)
-    sets = open_sets(args.data_root, names, scale=4)
     result = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu"),
+        "device": device_name,
         "torch": torch.__version__, "backend": backend, "checkpoint": args.checkpoint,
         "protocol": "Y (BT.601), crop 4, SR rounded to uint8; grey img_003: rgb (BasicSR) unless noted",
     }

@@ -8,7 +8,7 @@ import logging
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -22,11 +22,26 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
+# options shared by several commands, declared once
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")]
+Overrides = Annotated[list[str], typer.Option(
+    "--set", help="key=value override (repeatable), e.g. --set student.embed_dim=16 or --set num_samples=4")]
+TrackingUri = Annotated[Optional[str], typer.Option(
+    "--tracking-uri", help="MLflow URI (default: sqlite under --workdir, or $MLFLOW_TRACKING_URI)")]
+Experiment = Annotated[Optional[str], typer.Option("--experiment", help="MLflow experiment of the trials (with --tracking-uri)")]
+StudyName = Annotated[Optional[str], typer.Option("--study", help="only the trials of this study (its name)")]
+Objectives = Annotated[Optional[str], typer.Option(
+    "--objectives", help="e.g. psnr:max,gpu_energy_j:min,params:min,latency_ms:min (default: the study's)")]
+Constraints = Annotated[list[str], typer.Option("--constraint", help="e.g. 'params<=150000' (repeatable)")]
+Reference = Annotated[Optional[str], typer.Option(
+    "--reference", help="hypervolume reference point, one value per objective (default: just beyond the worst)")]
+
 
 class Backend(str, Enum):
     auto = "auto"
     chunked = "chunked"
     cuda = "cuda"
+    triton = "triton"
     reference = "reference"
 
 
@@ -64,7 +79,7 @@ def eval_command(
     grey: Grey = typer.Option(Grey.rgb, "--grey", help="grey images (Set14 img_003): 'rgb' (BasicSR) or 'raw' (published bicubic)"),
     tile: Optional[int] = typer.Option(None, "--tile", help="LR tile size for images too large for memory (off: whole image)"),
     as_json: bool = typer.Option(False, "--json", help='print {"Set5": {"psnr": …, "ssim": …, "n": 5}, …} on stdout'),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: Verbose = False,
 ) -> None:
     """Mean Y-PSNR / SSIM per benchmark set (crop border = scale, the papers' protocol)."""
     _setup_logging(verbose)
@@ -132,9 +147,9 @@ def _progress_bar(description: str):
 def trial_command(
     config: Optional[Path] = typer.Option(None, "--config", help="trial YAML (defaults: MambaLiteSR's recipe)"),
     workdir: Path = typer.Option(Path("srstudy-runs"), "--workdir", help="trials, teacher cache, MLflow sqlite"),
-    overrides: list[str] = typer.Option([], "--set", help="key=value override, e.g. --set student.embed_dim=16"),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default sqlite under --workdir)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    overrides: Overrides = [],
+    tracking_uri: TrackingUri = None,
+    verbose: Verbose = False,
 ) -> None:
     """Run one distillation trial without Ray (resumes if the same config ran in --workdir)."""
     _setup_logging(verbose)
@@ -159,8 +174,8 @@ def trial_command(
 def teacher_command(
     config: Optional[Path] = typer.Option(None, "--config", help="trial YAML whose teacher section is used"),
     workdir: Path = typer.Option(Path("srstudy-runs"), "--workdir"),
-    overrides: list[str] = typer.Option([], "--set", help="key=value override, e.g. --set teacher.iterations=500"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    overrides: Overrides = [],
+    verbose: Verbose = False,
 ) -> None:
     """Train (or find in the cache) the teacher of a trial config, and print where it is."""
     _setup_logging(verbose)
@@ -183,10 +198,10 @@ def teacher_command(
 def launch_command(
     config: Optional[Path] = typer.Option(None, "--config", help="study YAML (default: the bundled CPU study)"),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="study folder (default: the config's, ./srstudy-runs)"),
-    overrides: list[str] = typer.Option([], "--set", help="key=value override, e.g. --set num_samples=4"),
+    overrides: Overrides = [],
     resume: bool = typer.Option(False, "--resume", help="continue the study already in --workdir"),
     address: Optional[str] = typer.Option(None, "--address", help="join a Ray cluster: auto or host:port (default: local Ray on 127.0.0.1)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: Verbose = False,
 ) -> None:
     """Run a hyper-parameter study: Ray Tune + Optuna (multi-objective) + ASHA, MLflow runs."""
     _setup_logging(verbose)
@@ -272,17 +287,17 @@ def _analyse_source(source, objectives, constraints, reference, say):
 @app.command("pareto")
 def pareto_command(
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="a `srstudy launch` folder (study.json, mlflow.db); default ./srstudy-runs"),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: sqlite under --workdir, or $MLFLOW_TRACKING_URI)"),
-    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment of the trials (with --tracking-uri)"),
-    study_name: Optional[str] = typer.Option(None, "--study", help="only the trials of this study (its name)"),
-    objectives: Optional[str] = typer.Option(None, "--objectives", help="e.g. psnr:max,gpu_energy_j:min,params:min,latency_ms:min (default: the study's)"),
-    constraints: list[str] = typer.Option([], "--constraint", help="e.g. 'params<=150000' (repeatable)"),
-    reference: Optional[str] = typer.Option(None, "--reference", help="hypervolume reference point, one value per objective (default: just beyond the worst)"),
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = None,
+    study_name: StudyName = None,
+    objectives: Objectives = None,
+    constraints: Constraints = [],
+    reference: Reference = None,
     as_json: bool = typer.Option(False, "--json", help="print a JSON list of the front: run_id and objective values"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="write pairwise scatter plots (PNG) with the front highlighted"),
     show_all: bool = typer.Option(False, "--all", help="list every ranked run, not only the front"),
     tag: bool = typer.Option(True, "--tag/--no-tag", help="tag ranked runs in MLflow with pareto_rank (0 = front)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: Verbose = False,
 ) -> None:
     """The Pareto front of a study's trial runs, from MLflow (table, JSON, plots, MLflow tags)."""
     _setup_logging(verbose)
@@ -323,14 +338,14 @@ def pareto_command(
 @app.command("report")
 def report_command(
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="a `srstudy launch` folder; default ./srstudy-runs"),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri"),
-    experiment: Optional[str] = typer.Option(None, "--experiment"),
-    study_name: Optional[str] = typer.Option(None, "--study"),
-    objectives: Optional[str] = typer.Option(None, "--objectives", help="default: the study's own"),
-    constraints: list[str] = typer.Option([], "--constraint"),
-    reference: Optional[str] = typer.Option(None, "--reference"),
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = None,
+    study_name: StudyName = None,
+    objectives: Objectives = None,
+    constraints: Constraints = [],
+    reference: Reference = None,
     out: Path = typer.Option(Path("report.html"), "--out", help="the HTML file to write (self-contained)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: Verbose = False,
 ) -> None:
     """One self-contained HTML report: the front, plots, hypervolume, knee, the paper's findings."""
     _setup_logging(verbose)
@@ -381,9 +396,9 @@ def export_command(
     out: Path = typer.Option(..., "--out", help="folder for model.onnx (+ model_fp16.onnx, a TensorRT engine) and export.json"),
     fp16: bool = typer.Option(False, "--fp16", help="also model_fp16.onnx (fp16 inside, the scan in fp32, fp32 I/O); an fp16 TensorRT engine"),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="the study folder (default ./srstudy-runs): its mlflow.db and study.json"),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: sqlite under --workdir)"),
-    experiment: Optional[str] = typer.Option(None, "--experiment", help="with --best --tracking-uri: the trials' experiment"),
-    objectives: Optional[str] = typer.Option(None, "--objectives", help="with --best: e.g. psnr:max,params:min (default: the study's own)"),
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = None,
+    objectives: Objectives = None,
     image: Optional[Path] = typer.Option(None, "--image", help="a real LR image for the parity check (default: scikit-image's astronaut ×1/4)"),
     latency_sizes: str = typer.Option("64,256", "--latency-sizes", help="LR sizes at which onnxruntime and PyTorch are timed ('' skips)"),
     repeats: int = typer.Option(5, "--repeats", min=1, help="timed forwards per size and side (median reported)"),
@@ -391,7 +406,7 @@ def export_command(
     tensorrt: bool = typer.Option(True, "--tensorrt/--no-tensorrt", help="build a TensorRT engine when tensorrt is importable"),
     log_run: bool = typer.Option(True, "--log/--no-log", help="log the files and export_* metrics to the trial's MLflow run"),
     as_json: bool = typer.Option(False, "--json", help="print export.json on stdout"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: Verbose = False,
 ) -> None:
     """ONNX (opset 17, dynamic H/W, no custom ops) checked against PyTorch in onnxruntime, TensorRT where present."""
     _setup_logging(verbose)
@@ -454,13 +469,13 @@ def bench_command(
     wait: float = typer.Option(10.0, "--wait", min=0, help="seconds to wait for a node with the jetson resource to appear"),
     timeout: float = typer.Option(1800.0, "--timeout", min=1, help="seconds before the benchmark task is cancelled"),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="the study folder (default ./srstudy-runs)"),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow URI (default: sqlite under --workdir)"),
-    experiment: Optional[str] = typer.Option(None, "--experiment", help="with --best --tracking-uri"),
-    objectives: Optional[str] = typer.Option(None, "--objectives", help="with --best (default: the study's own)"),
+    tracking_uri: TrackingUri = None,
+    experiment: Experiment = None,
+    objectives: Objectives = None,
     prefix: Optional[str] = typer.Option(None, "--prefix", help="metric prefix (default edge_ for --on jetson, bench_ for --on local)"),
     log_run: bool = typer.Option(True, "--log/--no-log", help="log the metrics to the run"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: Verbose = False,
 ) -> None:
     """Latency, throughput, power and energy per image of an exported network, on a Jetson Ray worker or here."""
     _setup_logging(verbose)

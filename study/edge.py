@@ -322,6 +322,24 @@ def _meter(energy: str, *, on_gpu: bool, device: str, tegrastats_cmd, idle_s: fl
                            "(Jetson module) and NVML (NVIDIA GPU board power)")
 
 
+def timed_calls(call: Callable[[], Any], *, samples: int, meter,
+                sync: Callable[[], None] = lambda: None) -> tuple[list[float], float, Any]:
+    """`samples` timed calls inside `meter`: (per-call ms, loop seconds, the meter's result).
+
+    `sync` runs after each call (e.g. CUDA synchronise) so a call's time covers its work.
+    """
+    lat = []
+    with meter:
+        t_loop = time.perf_counter()
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            call()
+            sync()
+            lat.append((time.perf_counter() - t0) * 1e3)
+        seconds = time.perf_counter() - t_loop
+    return lat, seconds, meter.result
+
+
 def run_benchmark(onnx_model: bytes, *, samples: int = DEFAULT_SAMPLES, size: int = DEFAULT_SIZE,
                   warmup: int = DEFAULT_WARMUP, runtime: str = "auto", providers: Sequence[str] | None = None,
                   fp16: bool = False, energy: str = "auto", tegrastats_cmd: Sequence[str] | str = "tegrastats",
@@ -343,15 +361,7 @@ def run_benchmark(onnx_model: bytes, *, samples: int = DEFAULT_SAMPLES, size: in
         infer(x)
     meter = _meter(energy, on_gpu=on_gpu, device=device, tegrastats_cmd=tegrastats_cmd, idle_s=idle_s,
                    sample_hz=sample_hz)
-    lat = []
-    with meter:
-        t_loop = time.perf_counter()
-        for _ in range(samples):
-            t0 = time.perf_counter()
-            infer(x)
-            lat.append((time.perf_counter() - t0) * 1e3)
-        seconds = time.perf_counter() - t_loop
-    e = meter.result
+    lat, seconds, e = timed_calls(lambda: infer(x), samples=samples, meter=meter)
     return BenchResult(
         samples=samples, warmup=warmup, size=size, runtime=used, provider=provider,
         precision="fp16" if fp16 else "fp32", device=device, host=socket.gethostname(), latencies_ms=lat,
