@@ -35,6 +35,8 @@ __all__ = [
     "list_images",
     "mod_crop",
     "make_lr",
+    "min_benchmark_side",
+    "check_benchmark_size",
     "to_tensor",
     "PatchDataset",
     "BenchmarkItem",
@@ -83,12 +85,12 @@ def read_image(path: PathLike) -> tuple[np.ndarray, bool]:
         raise FileNotFoundError(f"image file not found: {p}")
     try:
         with Image.open(p) as im:
+            # the decoder's raw mode (e.g. "RGB;16B" for a 48-bit PNG) is in im.tile, which
+            # im.load() empties: read it first
+            args = getattr(im.tile[0], "args", None) if im.tile else None
+            rawmode = args if isinstance(args, str) else ""
             im.load()  # force decoding now so truncated files fail here, naming the file
             mode = im.mode
-            rawmode = ""
-            if im.tile:
-                args = getattr(im.tile[0], "args", None)
-                rawmode = args if isinstance(args, str) else ""
             if mode == "RGB":
                 if ";16" in rawmode:
                     log.warning("%s: 16-bit RGB image reduced to 8 bits (high byte kept)", p)
@@ -164,6 +166,31 @@ def _check_scale(scale: int) -> int:
     if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
     return int(scale)
+
+
+#: Side of the SSIM window (srstudy.metrics.ssim_y): a scored image must keep this much after
+#: its border (= the scale) is shaved on every side.
+SSIM_WINDOW = 11
+
+
+def min_benchmark_side(scale: int) -> int:
+    """Smallest HR side (a multiple of ``scale``) that can be scored: the crop border (``scale``
+    px) on both sides plus the SSIM window must fit; 20 px at x4."""
+    scale = _check_scale(scale)
+    return -(-(2 * scale + SSIM_WINDOW) // scale) * scale
+
+
+def check_benchmark_size(label: str, hw: tuple[int, int], scale: int) -> None:
+    """Refuse an image too small to make an LR and be scored at ``scale``, naming it and its size
+    (instead of an error deep in the resizer or the metrics that names neither)."""
+    need = min_benchmark_side(scale)
+    h, w = hw
+    if h - h % scale < need or w - w % scale < need:
+        raise ValueError(
+            f"image {label} is {h}x{w} px (HxW), too small for scale {scale}: scoring needs at least "
+            f"{need}x{need} (LR {need // scale}x{need // scale}; border {scale} px shaved per side, "
+            f"{SSIM_WINDOW}-px SSIM window); remove it or use a larger image"
+        )
 
 
 def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
@@ -249,6 +276,16 @@ def _collect(
     if not out:
         raise ValueError("no images given (the list of sources is empty)")
     return out
+
+
+def _header_size(f: Path) -> tuple[int, int] | None:
+    """(H, W) of an image file from its header (cheap, nothing decoded); None when Pillow cannot
+    read it -- decoding it later (read_image) then raises, naming the file."""
+    try:
+        with Image.open(f) as im:
+            return im.size[1], im.size[0]
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError):
+        return None
 
 
 def _is_pair(x) -> bool:
@@ -439,6 +476,10 @@ class BenchmarkSet(Sequence[BenchmarkItem]):
                     "to make every LR from HR"
                 )
             self._lr_files.append(lr_f)
+        for f in self._hr_files:  # sizes from the file headers: too-small images fail now, not mid-evaluation
+            size = _header_size(f)
+            if size is not None:
+                check_benchmark_size(str(f), size, self.scale)
         self._arrays: list[tuple[str, np.ndarray, bool]] | None = None
         self._cache: dict[int, BenchmarkItem] = {}
 
@@ -462,6 +503,8 @@ class BenchmarkSet(Sequence[BenchmarkItem]):
         self.lr_dir = None
         self._hr_files, self._lr_files = [], []
         self._arrays = _collect(images, stem_names=True)
+        for stem, img, _ in self._arrays:
+            check_benchmark_size(repr(stem), img.shape[:2], self.scale)
         self._cache = {}
         return self
 

@@ -137,6 +137,8 @@ def imresize(
     if round_between_passes is None:
         round_between_passes = is_uint8
     h, w = arr.shape[:2]
+    if h < 1 or w < 1:
+        raise ValueError(f"imresize: the image is {h}x{w} (HxW); it needs at least 1 pixel on each side")
     out_hw = (int(np.ceil(h * scale)), int(np.ceil(w * scale)))
     # MATLAB resizes the dimension with the smallest scale first; equal scales -> rows (axis 0) first.
     out = arr.astype(np.float64)
