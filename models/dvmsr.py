@@ -327,6 +327,18 @@ def load_state_dict_strict(model: nn.Module, sd: dict[str, torch.Tensor], path: 
     model.load_state_dict(sd, strict=True)
 
 
+def _unreadable_checkpoint_message(path: Path, error: Exception) -> str:
+    """One line for a file torch.load(weights_only=True) refused: torch's reason without its
+    advice to retry with weights_only=False (which would run any code the file holds)."""
+    lines = [ln.strip() for ln in str(error).split("Check the documentation")[0].splitlines() if ln.strip()]
+    reason = lines[-1] if lines else type(error).__name__
+    if "GLOBAL" in reason or "global" in reason:
+        return (f"{path}: refused: it holds Python objects beyond tensors ({reason}), which loading would run "
+                "or build; srstudy loads checkpoints with weights_only=True -- save a state_dict of tensors")
+    return (f"{path}: cannot be read as a PyTorch checkpoint ({type(error).__name__}: {reason}); give a .pth "
+            "written by torch.save (srstudy's student.pth, or the official DVMSR file)")
+
+
 def load_checkpoint(path: str | Path, *, config: DVMSRConfig | None = None, map_location: str = "cpu") -> DVMSR:
     """Build a DVMSR and load a checkpoint into it (with `torch.load(weights_only=True)`).
 
@@ -336,11 +348,14 @@ def load_checkpoint(path: str | Path, *, config: DVMSRConfig | None = None, map_
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise FileNotFoundError(f"{path} is a folder, not a checkpoint file" if path.is_dir()
+                                else f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file, not a checkpoint")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # unpickling error, truncated file, …
-        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(_unreadable_checkpoint_message(path, e)) from None
     sd, saved_config = extract_state_dict(obj, path)
     if config is None:
         config = DVMSRConfig.from_dict(saved_config) if saved_config else config_from_state_dict(sd, path)

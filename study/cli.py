@@ -63,9 +63,34 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}")
-    raise typer.Exit(code=2)
+def _fail(message: str, code: int = 2) -> None:
+    """Print one `error: …` line and exit with `code` (2: bad input).
+
+    Raises SystemExit, not typer.Exit: typer.Exit is a RuntimeError, so a command's
+    `except RuntimeError` around a call of _fail caught it and printed a second, empty
+    `error:` line."""
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise SystemExit(code)
+
+
+def _check_workdir(workdir: Optional[Path], what: str = "--workdir") -> Optional[Path]:
+    """A workdir must be a folder or not exist yet (then it is created): a file there, or a
+    file in its parents, is refused before any work starts. The callback of every --workdir."""
+    if workdir is None:
+        return None
+    for p in (workdir, *workdir.parents):
+        if p.is_dir():
+            break
+        if p.exists():
+            where = f"{what} {p}" if p == workdir else f"{what} {workdir}: its parent {p}"
+            _fail(f"{where} is a file, not a folder; give a folder (it is created if missing), "
+                  "e.g. --workdir srstudy-runs")
+    return workdir
+
+
+def _workdir_option(workdir: Optional[Path]) -> Optional[Path]:
+    """The callback of every --workdir option (typer hands a callback only the value)."""
+    return _check_workdir(workdir)
 
 
 @app.command("eval")
@@ -146,7 +171,7 @@ def _progress_bar(description: str):
 @app.command("trial")
 def trial_command(
     config: Optional[Path] = typer.Option(None, "--config", help="trial YAML (defaults: MambaLiteSR's recipe)"),
-    workdir: Path = typer.Option(Path("srstudy-runs"), "--workdir", help="trials, teacher cache, MLflow sqlite"),
+    workdir: Path = typer.Option(Path("srstudy-runs"), "--workdir", callback=_workdir_option, help="trials, teacher cache, MLflow sqlite"),
     overrides: Overrides = [],
     tracking_uri: TrackingUri = None,
     verbose: Verbose = False,
@@ -173,7 +198,7 @@ def trial_command(
 @app.command("teacher")
 def teacher_command(
     config: Optional[Path] = typer.Option(None, "--config", help="trial YAML whose teacher section is used"),
-    workdir: Path = typer.Option(Path("srstudy-runs"), "--workdir"),
+    workdir: Path = typer.Option(Path("srstudy-runs"), "--workdir", callback=_workdir_option),
     overrides: Overrides = [],
     verbose: Verbose = False,
 ) -> None:
@@ -197,7 +222,7 @@ def teacher_command(
 @app.command("launch")
 def launch_command(
     config: Optional[Path] = typer.Option(None, "--config", help="study YAML (default: the bundled CPU study)"),
-    workdir: Optional[Path] = typer.Option(None, "--workdir", help="study folder (default: the config's, ./srstudy-runs)"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", callback=_workdir_option, help="study folder (default: the config's, ./srstudy-runs)"),
     overrides: Overrides = [],
     resume: bool = typer.Option(False, "--resume", help="continue the study already in --workdir"),
     address: Optional[str] = typer.Option(None, "--address", help="join a Ray cluster: auto or host:port (default: local Ray on 127.0.0.1)"),
@@ -212,6 +237,7 @@ def launch_command(
         study = load_study_config(config, list(overrides) + ([f"workdir={workdir}"] if workdir else []))
     except ConfigError as e:
         _fail(str(e))
+    _check_workdir(study.workdir.expanduser(), "the study's workdir")  # also one set in the study YAML
     try:
         result = launch(study, resume=resume, address=address, console=console)
     except (StudyExistsError, FileNotFoundError, ValueError) as e:
@@ -286,7 +312,7 @@ def _analyse_source(source, objectives, constraints, reference, say):
 
 @app.command("pareto")
 def pareto_command(
-    workdir: Optional[Path] = typer.Option(None, "--workdir", help="a `srstudy launch` folder (study.json, mlflow.db); default ./srstudy-runs"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", callback=_workdir_option, help="a `srstudy launch` folder (study.json, mlflow.db); default ./srstudy-runs"),
     tracking_uri: TrackingUri = None,
     experiment: Experiment = None,
     study_name: StudyName = None,
@@ -337,7 +363,7 @@ def pareto_command(
 
 @app.command("report")
 def report_command(
-    workdir: Optional[Path] = typer.Option(None, "--workdir", help="a `srstudy launch` folder; default ./srstudy-runs"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", callback=_workdir_option, help="a `srstudy launch` folder; default ./srstudy-runs"),
     tracking_uri: TrackingUri = None,
     experiment: Experiment = None,
     study_name: StudyName = None,
@@ -395,7 +421,7 @@ def export_command(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="a .pth: srstudy's, or the official DVMSR (BasicSR) file"),
     out: Path = typer.Option(..., "--out", help="folder for model.onnx (+ model_fp16.onnx, a TensorRT engine) and export.json"),
     fp16: bool = typer.Option(False, "--fp16", help="also model_fp16.onnx (fp16 inside, the scan in fp32, fp32 I/O); an fp16 TensorRT engine"),
-    workdir: Optional[Path] = typer.Option(None, "--workdir", help="the study folder (default ./srstudy-runs): its mlflow.db and study.json"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", callback=_workdir_option, help="the study folder (default ./srstudy-runs): its mlflow.db and study.json"),
     tracking_uri: TrackingUri = None,
     experiment: Experiment = None,
     objectives: Objectives = None,
@@ -429,8 +455,7 @@ def export_command(
             logged = log_export(report, src.tracking_uri, src.run_id)
             say(f"logged to MLflow run {src.run_id}: {', '.join(logged)}")
     except ExportError as e:
-        console.print(f"[bold red]error:[/] {escape(str(e))}")
-        raise typer.Exit(code=1)
+        _fail(str(e), code=1)
     except (FileNotFoundError, ValueError, RuntimeError, MlflowException) as e:
         _fail(str(e))
     if as_json:
@@ -468,7 +493,7 @@ def bench_command(
     address: str = typer.Option("auto", "--address", help="the Ray cluster with the Jetson worker: auto or host:port"),
     wait: float = typer.Option(10.0, "--wait", min=0, help="seconds to wait for a node with the jetson resource to appear"),
     timeout: float = typer.Option(1800.0, "--timeout", min=1, help="seconds before the benchmark task is cancelled"),
-    workdir: Optional[Path] = typer.Option(None, "--workdir", help="the study folder (default ./srstudy-runs)"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", callback=_workdir_option, help="the study folder (default ./srstudy-runs)"),
     tracking_uri: TrackingUri = None,
     experiment: Experiment = None,
     objectives: Objectives = None,
@@ -488,7 +513,7 @@ def bench_command(
     from mlflow.exceptions import MlflowException
 
     from .edge import BenchTimeout, NoJetsonError, bench_on_node, log_bench, run_benchmark
-    from .export import ExportError, best_run, onnx_for_run, workdir_tracking_uri
+    from .export import ExportError, best_run, onnx_for_run, read_onnx, workdir_tracking_uri
 
     say = lambda m: console.print(escape(m), soft_wrap=True)  # noqa: E731
     try:
@@ -499,7 +524,7 @@ def bench_command(
             run_id, uri = chosen.run_id, chosen.tracking_uri
             say(f"Pareto-best run: {run_id} ({', '.join(f'{k}={v:.5g}' for k, v in chosen.values.items())})")
         uri = uri or workdir_tracking_uri(workdir)
-        model = onnx.read_bytes() if onnx is not None else onnx_for_run(uri, run_id, fp16=fp16, say=say)
+        model = read_onnx(onnx) if onnx is not None else onnx_for_run(uri, run_id, fp16=fp16, say=say)
     except (ExportError, FileNotFoundError, ValueError, MlflowException) as e:
         _fail(str(e))
     options = dict(samples=samples, size=size, warmup=warmup, runtime=runtime.value, fp16=fp16, energy=energy.value,

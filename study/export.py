@@ -180,7 +180,31 @@ def ort_session(model: str | Path | bytes, providers: Sequence[str] | None = Non
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     src = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(src, opts, providers=list(providers or ["CPUExecutionProvider"]))
+    try:
+        return ort.InferenceSession(src, opts, providers=list(providers or ["CPUExecutionProvider"]))
+    except Exception as e:  # onnxruntime's own classes (InvalidProtobuf, InvalidGraph, Fail, ...)
+        if not type(e).__module__.startswith("onnxruntime"):
+            raise
+        where = model if isinstance(model, (str, Path)) else f"of {len(model)} bytes"
+        raise ValueError(f"onnxruntime cannot load the ONNX graph {where}: {type(e).__name__}: {e}") from None
+
+
+def read_onnx(path: str | Path) -> bytes:
+    """The bytes of an ONNX file the user named, checked (`onnx.checker`) before use, so a
+    wrong file is refused here naming it, not by a runtime's parser on another node."""
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} is a folder, not an ONNX file" if p.is_dir() else f"ONNX file not found: {p}")
+    data = p.read_bytes()
+    try:
+        onnx.checker.check_model(onnx.load_model_from_string(data))
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError, onnx's ValidationError
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(f"{p} is not a valid ONNX model ({type(e).__name__}: {reason}); give a graph "
+                         "written by `srstudy export` (its model.onnx)") from None
+    return data
 
 
 def run_session(session, x: np.ndarray) -> np.ndarray:
