@@ -1,0 +1,258 @@
+"""Energy you can rank (issue 17), on CPU with a simulated GPU and real processes.
+
+The GPU lock's semantics across separate processes; the idle baseline is never sampled while
+another process is on the GPU; the exclusive window and the objective arithmetic; the
+Kepler-style attribution on a hand-checkable case; unsupported counters give absent metrics
+and a reason, never 0.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from srstudy.energy import EnergyResult
+from srstudy.measure.attribution import (
+    AttributionSampler, attribute, load_trial_pids, read_samples, register_trial_pids, samples_path)
+from srstudy.measure.gpu_lock import GpuLock, lock_key, read_waits
+from srstudy.measure.idle import ensure_idle_baseline, read_idle_baseline, take_idle_baseline
+from srstudy.measure.window import (
+    WindowResult, had_gpu_alone, inference_energy_per_image, run_exclusive_window, trial_energy)
+from support.simulated_nvml import HANDLE, ManualClock, SimulatedNvml
+
+TESTS = Path(__file__).resolve().parent
+UUID = "GPU-5140a7ed-0000-4000-8000-000000000001"
+
+
+# --------------------------------------------------------------------------- helpers: real processes
+
+
+class Actors:
+    """Starts ``support.lock_actor`` processes and reads their shared event log."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.log, self.procs = tmp, tmp / "events.jsonl", []
+        self.log.touch()
+
+    def start(self, role: str, name: str, **spec) -> subprocess.Popen:
+        spec = {"role": role, "name": name, "workdir": str(self.tmp), "uuid": UUID, "log": str(self.log), **spec}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+        p = subprocess.Popen([sys.executable, "-m", "support.lock_actor", json.dumps(spec)], env=env)
+        self.procs.append(p)
+        return p
+
+    def events(self, who: str | None = None, event: str | None = None) -> list[dict]:
+        rows = [json.loads(x) for x in self.log.read_text().splitlines() if x.strip()]
+        return [r for r in rows if (who is None or r["who"] == who) and (event is None or r["event"] == event)]
+
+    def wait_event(self, who: str, event: str, timeout: float = 30.0) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if found := self.events(who, event):
+                return found[0]
+            time.sleep(0.01)
+        raise AssertionError(f"{who} never logged {event!r}; events: {self.events()}")
+
+    def finish(self, timeout: float = 60.0) -> None:
+        for p in self.procs:
+            assert p.wait(timeout=timeout) == 0, f"actor {p.args[-1]} exited with {p.returncode}"
+
+    def kill_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+    def intervals(self, who: str) -> list[tuple[float, float]]:
+        """``[acquired, released]`` spans an actor logged, in order."""
+        out, start = [], None
+        for r in self.events(who):
+            if r["event"] == "acquired":
+                start = r["t"]
+            elif r["event"] == "released" and start is not None:
+                out.append((start, r["t"]))
+                start = None
+        return out
+
+
+@pytest.fixture
+def actors(tmp_path):
+    a = Actors(tmp_path)
+    yield a
+    a.kill_all()
+
+
+def _overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+def test_two_readers_hold_the_lock_at_once(actors, tmp_path):
+    # each reader releases only after seeing the other one holding: impossible without overlap
+    for me, other in (("r1", "r2"), ("r2", "r1")):
+        actors.start("reader", me, wait_for=str(tmp_path / f"{other}.held"), timeout_s=30)
+    for me in ("r1", "r2"):
+        actors.wait_event(me, "acquired")
+        (tmp_path / f"{me}.held").touch()
+    actors.finish()
+    assert _overlaps(actors.intervals("r1")[0], actors.intervals("r2")[0])
+
+
+def test_writer_excludes_readers_and_other_writers(actors, tmp_path):
+    go = {n: tmp_path / f"go-{n}" for n in ("r1", "w1")}
+    actors.start("reader", "r1", wait_for=str(go["r1"]))
+    actors.wait_event("r1", "acquired")
+    actors.start("writer", "w1", wait_for=str(go["w1"]))
+    actors.wait_event("w1", "requested")
+    actors.start("reader", "r2", hold_s=0.2)  # arrives while w1 waits: must queue behind it
+    actors.wait_event("r2", "requested")
+    time.sleep(0.5)
+    assert not actors.events("w1", "acquired") and not actors.events("r2", "acquired")
+    go["r1"].touch()
+    actors.wait_event("w1", "acquired")
+    actors.start("writer", "w2", hold_s=0.2)
+    actors.wait_event("w2", "requested")
+    time.sleep(0.5)
+    assert not actors.events("w2", "acquired") and not actors.events("r2", "acquired")
+    go["w1"].touch()
+    actors.finish()
+    spans = {n: actors.intervals(n) for n in ("r1", "r2", "w1", "w2")}
+    assert all(len(s) == 1 for s in spans.values()), spans
+    for writer in ("w1", "w2"):
+        for other in spans:
+            if other != writer:
+                assert not _overlaps(spans[writer][0], spans[other][0]), (writer, other, spans)
+    waits = {w["owner"]: w for w in read_waits(tmp_path)}
+    assert set(waits) == {"w1", "w2"} and waits["w1"]["wait_s"] > 0.4 and waits["w1"]["hold_s"] > 0
+    assert waits["w1"]["gpu"] == lock_key(UUID)
+
+
+@pytest.mark.parametrize("role", ["relay_reader", "hold_reader"])
+def test_waiting_writer_is_not_starved_by_overlapping_readers(actors, tmp_path, role):
+    # two readers whose holds always overlap: the lock file itself is never free of readers
+    # (relay: re-acquired per iteration, handed on; hold: held across iterations)
+    stop = tmp_path / "stop"
+    (tmp_path / "relay.turn").write_text("r1")
+    for name, partner in (("r1", "r2"), ("r2", "r1")):
+        actors.start(role, name, partner=partner, iterations=100000, iter_s=0.02, stop_file=str(stop), hold_s=0.0)
+        actors.wait_event(name, "acquired")
+    time.sleep(0.5)
+    actors.start("writer", "w", hold_s=0.3)
+    try:
+        actors.wait_event("w", "released", timeout=20)
+    finally:
+        stop.touch()
+    actors.finish()
+    (w_span,) = actors.intervals("w")
+    for name in ("r1", "r2"):
+        assert not any(_overlaps(w_span, s) for s in actors.intervals(name))
+        assert actors.events(name, "released")[-1]["t"] > w_span[1]  # readers were still going
+    if role == "hold_reader":  # held across iterations, yet stepped aside for the writer
+        assert all(e["yields"] >= 1 for e in actors.events() if e["event"] == "released" and "yields" in e)
+        iters = [e["t"] for n in ("r1", "r2") for e in actors.events(n, "iter")]
+        assert not any(w_span[0] < t < w_span[1] for t in iters)
+
+
+@pytest.mark.parametrize("role", ["writer", "reader"])
+def test_killed_holder_releases_the_lock(actors, role):
+    p = actors.start(role, "victim", hold_s=600)
+    actors.wait_event("victim", "acquired")
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    lock = GpuLock(actors.tmp, UUID)
+    got = threading.Event()
+    t = threading.Thread(target=lambda: (lock.acquire_exclusive("after-kill"), got.set()), daemon=True)
+    t.start()
+    assert got.wait(timeout=20), f"the lock stayed held after its {role} was killed"
+    lock.release_exclusive()
+    lock.close()
+
+
+def test_lock_misuse_and_uuid_keys(tmp_path):
+    assert lock_key("GPU-ABC-1") == lock_key(b"abc-1") == "abc-1"
+    assert lock_key("MIG-GPU-ab/1/0") == "mig-gpu-ab_1_0"
+    with pytest.raises(ValueError, match="UUID is empty"):
+        lock_key(" ")
+    with GpuLock(tmp_path, UUID) as lock:
+        with lock.hold_shared() as hold:
+            with pytest.raises(RuntimeError, match="release the shared hold first"):
+                lock.acquire_exclusive()
+            assert not lock.writer_waiting() and not hold.between_iterations()
+            with hold.released(), lock.exclusive("own window") as grant:
+                assert lock.state == "exclusive" and grant.wait_s >= 0
+            assert lock.state == "shared"
+        assert lock.state == "free"
+    assert [w["label"] for w in read_waits(tmp_path)] == ["own window"]
+
+
+# --------------------------------------------------------------------------- idle baseline
+
+
+@pytest.fixture
+def sim(tmp_path):
+    return SimulatedNvml.create(tmp_path / "gpu.json", uuid=UUID, idle_w=122.0)
+
+
+def test_idle_baseline_waits_for_the_other_process_to_leave(actors, sim, tmp_path):
+    leave = tmp_path / "leave"
+    actors.start("gpu_process", "trainer", sim=str(sim.path), wait_for=str(leave), active_w=210.0, sm=95.0)
+    actors.wait_event("trainer", "joined")
+    threading.Timer(1.0, leave.touch).start()
+    base = ensure_idle_baseline(tmp_path, sim, HANDLE, seconds=0.3, hz=20, poll_s=0.05, max_wait_s=30)
+    actors.finish()
+    left = actors.wait_event("trainer", "left")["t"]
+    assert base.idle_power_w == pytest.approx(122.0) and base.samples == 6 and base.power_field == "instant"
+    assert base.waited_s >= 0.5 and sim.counters()["pid_reads"] > 5  # it polled while the trainer ran
+    assert sim.counters()["power_reads_while_busy"] == 0  # and never read power meanwhile
+    stored = json.loads((tmp_path / "gpu_idle.json").read_text())[UUID]
+    assert stored["idle_power_w"] == pytest.approx(122.0) and stored["samples"] == 6
+    assert read_idle_baseline(tmp_path, UUID).metrics() == {"gpu_idle_power_w": pytest.approx(122.0)}
+    (idle_hold,) = [w for w in read_waits(tmp_path) if w["label"] == "idle_baseline"]
+    assert idle_hold["requested_at"] >= left  # sampled under the exclusive lock, after it left
+    sim.add_process(999, active_w=300.0)  # once per study: later callers read, never re-sample
+    assert ensure_idle_baseline(tmp_path, sim, HANDLE).idle_power_w == pytest.approx(122.0)
+
+
+def test_idle_baseline_discards_samples_when_a_process_appears_mid_sampling(tmp_path):
+    class Intruder(SimulatedNvml):
+        """A process joins at the 4th process-list read and leaves at the 7th."""
+
+        def compute_pids(self, handle):
+            n = self.counters()["pid_reads"]
+            if n == 3:
+                self.add_process(4242, sm=80, active_w=250.0)
+            if n == 6:
+                self.remove_process(4242)
+            return super().compute_pids(handle)
+
+    SimulatedNvml.create(tmp_path / "gpu.json", uuid=UUID, idle_w=122.0)
+    gpu = Intruder(tmp_path / "gpu.json")
+    with GpuLock(tmp_path, UUID) as lock:
+        base = take_idle_baseline(gpu, HANDLE, lock, seconds=0.5, hz=10, poll_s=0.01, sleep=lambda s: None)
+    assert base.idle_power_w == pytest.approx(122.0) and base.samples == 5
+    assert gpu.counters()["power_reads_while_busy"] == 0
+    assert len([w for w in read_waits(tmp_path) if w["label"] == "idle_baseline"]) == 2  # first try dropped
+
+
+def test_idle_baseline_absent_with_reason_never_zero(tmp_path, sim):
+    sim.add_process(4242, active_w=200.0)
+    base = ensure_idle_baseline(tmp_path, sim, HANDLE, seconds=0.1, hz=10, poll_s=0.01, max_wait_s=0.2)
+    assert base.idle_power_w is None and "[4242] stayed on the GPU" in base.reason
+    assert base.metrics() == {} and "4242" in base.tags()["gpu_idle_unavailable_reason"]
+    assert sim.counters()["power_reads_while_busy"] == 0
+    assert read_idle_baseline(tmp_path, UUID).reason == base.reason  # stored, so trials can say why
+    assert "no idle baseline" in read_idle_baseline(tmp_path, "GPU-other").reason
+    for kwargs, says in (({"power": False}, "no power reading"), ({"process_list": False}, "cannot list")):
+        other = SimulatedNvml.create(tmp_path / f"{says}.json", uuid="GPU-x", **kwargs)
+        with GpuLock(tmp_path, "GPU-x") as lock:
+            base = take_idle_baseline(other, HANDLE, lock, seconds=0.1, hz=10, sleep=lambda s: None)
+        assert base.idle_power_w is None and says in base.reason and base.metrics() == {}
