@@ -14,13 +14,14 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from srstudy.energy import EnergyResult
 from srstudy.measure.attribution import (
-    AttributionSampler, attribute, load_trial_pids, read_samples, register_trial_pids, samples_path)
+    AttributionSampler, Sample, attribute, load_trial_pids, read_samples, register_trial_pids, samples_path)
 from srstudy.measure.gpu_lock import GpuLock, lock_key, read_waits
 from srstudy.measure.idle import ensure_idle_baseline, read_idle_baseline, take_idle_baseline
 from srstudy.measure.window import (
@@ -256,3 +257,178 @@ def test_idle_baseline_absent_with_reason_never_zero(tmp_path, sim):
         with GpuLock(tmp_path, "GPU-x") as lock:
             base = take_idle_baseline(other, HANDLE, lock, seconds=0.1, hz=10, sleep=lambda s: None)
         assert base.idle_power_w is None and says in base.reason and base.metrics() == {}
+
+
+# --------------------------------------------------------------------------- exclusive window
+
+
+def test_window_runs_alone_while_a_reader_steps_aside(actors, sim, tmp_path):
+    me = os.getpid()
+    sim.add_process(me, sm=90, active_w=200.0)  # our training: 122 + 200 W while the window runs
+    actors.start("hold_reader", "other", iterations=100000, iter_s=0.01, stop_file=str(tmp_path / "stop"))
+    actors.wait_event("other", "iter")
+    syncs, steps = [], []
+    with GpuLock(tmp_path, UUID, owner="trial") as lock, lock.hold_shared(lambda: syncs.append("hold")) as hold:
+        res = run_exclusive_window(lambda: (steps.append(time.time()), time.sleep(0.01)), lock, sim, HANDLE,
+                                   synchronize=lambda: syncs.append("edge"), min_iterations=20, min_seconds=0.4,
+                                   hold=hold, sample_hz=50)
+        assert lock.state == "shared"  # the trial's own shared hold is back
+    (tmp_path / "stop").touch()
+    actors.finish()
+    assert res.complete and res.reason is None and res.iterations == len(steps) >= 20 and res.seconds >= 0.4
+    assert syncs.count("edge") == 2 and syncs[0] == "hold"  # synchronized before stepping out and at both edges
+    assert res.energy_source == "counter" and res.energy_per_iter_j == res.energy_j / res.iterations
+    assert res.energy_j == pytest.approx(322.0 * res.seconds, rel=0.1)
+    others = [e["t"] for e in actors.events("other", "iter")]
+    assert others and not any(steps[0] <= t <= steps[-1] for t in others)  # it had the GPU alone
+    (grant,) = [w for w in read_waits(tmp_path) if w["label"] == "energy_window"]
+    assert grant["wait_s"] == pytest.approx(res.wait_s) and grant["owner"] == "trial"
+
+
+def test_window_short_or_unmeasurable_says_why(tmp_path, sim):
+    with GpuLock(tmp_path, UUID) as lock:
+        short = run_exclusive_window(lambda: None, lock, sim, HANDLE, min_iterations=20, min_seconds=0,
+                                     max_iterations=3)
+        blind = SimulatedNvml.create(tmp_path / "blind.json", uuid=UUID, energy_counter=False, power=False)
+        none = run_exclusive_window(lambda: None, lock, blind, HANDLE, min_iterations=2, min_seconds=0)
+        m, t = inference_energy_per_image(lambda: None, lock, blind, HANDLE, min_images=2, min_seconds=0)
+        m_ok, t_ok = inference_energy_per_image(lambda: time.sleep(0.01), lock, sim, HANDLE, min_images=5,
+                                                min_seconds=0.05)
+    assert not short.complete and short.iterations == 3 and "only 3 iterations left" in short.reason
+    assert none.energy_j is None and none.energy_per_iter_j is None and "not supported" in none.reason
+    assert m == {} and "not supported" in t["inference_energy_unavailable_reason"]
+    assert m_ok["gpu_inference_energy_per_image_j"] > 0 and t_ok == {}
+
+
+def _whole(energy_j, shared, reason=None):
+    return EnergyResult(energy_j=energy_j, seconds=60.0, shared_processes=shared, reason=reason)
+
+
+def test_objective_is_exclusive_joules_per_iteration_times_iterations():
+    window = WindowResult(iterations=40, seconds=6.0, energy_j=200.0, wait_s=0.3, energy_source="counter")
+    m, t = trial_energy(window=window, iterations=300, whole_run=_whole(4200.0, shared=3), teacher_energy_j=25.0)
+    assert m["gpu_energy_per_iter_j"] == 5.0 and m["gpu_energy_j"] == 300 * 5.0 + 25.0
+    assert m["gpu_energy_whole_run_j"] == 4200.0 and m["gpu_energy_teacher_share_j"] == 25.0
+    assert m["energy_window_wait_s"] == 0.3 and "gpu_energy_window_vs_whole_run_dev" not in m
+    assert t == {"energy_method": "exclusive_window", "energy_window_s": "6.000", "energy_window_iterations": "40",
+                 "energy_window_complete": "true"}
+    # alone all along: the whole-run counter is the objective, and the window is checked against it
+    m, t = trial_energy(window=window, iterations=300, whole_run=_whole(1440.0, shared=0), alone_all_along=True)
+    assert t["energy_method"] == "whole_run" and m["gpu_energy_j"] == 1440.0
+    assert m["gpu_energy_per_iter_j"] == pytest.approx(4.8)
+    assert m["gpu_energy_window_vs_whole_run_dev"] == pytest.approx((5.0 - 4.8) / 4.8)
+    # nothing rankable: absent with the reasons, never 0
+    blind = WindowResult(iterations=40, seconds=6.0, energy_j=None, wait_s=0.1, reason="counter not supported")
+    m, t = trial_energy(window=blind, iterations=300, whole_run=_whole(4200.0, shared=2))
+    assert "gpu_energy_j" not in m and "gpu_energy_per_iter_j" not in m
+    assert "counter not supported" in t["energy_unavailable_reason"] and "shared" in t["energy_unavailable_reason"]
+    with pytest.raises(ValueError, match="iterations must be > 0"):
+        trial_energy(window=window, iterations=0)
+
+
+def test_had_gpu_alone_needs_every_observation_clear():
+    assert had_gpu_alone(_whole(1.0, 0), [[11], [11]], own_pids=[11])
+    assert not had_gpu_alone(_whole(1.0, 0), [[11], [11, 22]], own_pids=[11])  # someone came and went
+    assert not had_gpu_alone(_whole(1.0, 1)) and not had_gpu_alone(_whole(1.0, None)) and not had_gpu_alone(None)
+
+
+# --------------------------------------------------------------------------- attribution
+
+
+@pytest.fixture
+def scripted(tmp_path):
+    """A simulated GPU on a hand-driven clock, its sampler, and two registered trials."""
+    clock = ManualClock()
+    gpu = SimulatedNvml.create(tmp_path / "gpu.json", uuid=UUID, idle_w=100.0, clock=clock)
+    register_trial_pids(tmp_path, "trial_a", [11], gpu_uuid=UUID, clock=clock)
+    register_trial_pids(tmp_path, "trial_b", [22], gpu_uuid=UUID, clock=clock)
+    sampler = AttributionSampler(gpu, HANDLE, samples_path(tmp_path, UUID), hz=1.0, clock=clock)
+    return clock, gpu, sampler
+
+
+def test_attribution_hand_checked_75_25(tmp_path, scripted):
+    clock, gpu, sampler = scripted
+    gpu.add_process(11, sm=75, active_w=150.0)
+    gpu.add_process(22, sm=25, active_w=50.0)
+    sampler.sample_once()
+    clock.advance(10.0)
+    sampler.sample_once()  # 10 s at 300 W = 3000 J: idle 1000 → 500 + 500, active 2000 → 1500 + 500
+    gpu.remove_process(22)
+    clock.advance(10.0)
+    sampler.sample_once()  # 10 s at 250 W = 2500 J, all trial_a's
+    gpu.remove_process(11)
+    gpu.add_process(33, sm=50, active_w=20.0)  # a process nobody registered: 120 W
+    clock.advance(5.0)
+    sampler.sample_once()
+    gpu.remove_process(33)
+    clock.advance(5.0)
+    sampler.sample_once()  # 5 s at 100 W, no process at all
+    header, samples = read_samples(samples_path(tmp_path, UUID))
+    assert header["uuid"] == UUID and len(samples) == 5 and samples[1].util == {11: 75.0, 22: 25.0}
+    att = attribute(samples, 100.0, load_trial_pids(tmp_path))
+    assert att.reason is None and att.energy_source == "counter" and att.seconds == 30.0
+    assert att.per_trial_j == pytest.approx({"trial_a": 500 + 1500 + 2500, "trial_b": 500 + 500})
+    assert att.unregistered_j == pytest.approx({33: 600.0}) and att.no_process_j == pytest.approx(500.0)
+    assert att.measured_j == pytest.approx(gpu.true_energy_j()) == pytest.approx(3000 + 2500 + 600 + 500)
+    total = sum(att.per_trial_j.values()) + sum(att.unregistered_j.values()) + att.no_process_j
+    assert total == pytest.approx(att.measured_j)  # every joule goes somewhere, once
+    assert att.trial_metrics("trial_a") == {"gpu_energy_attributed_j": pytest.approx(4500.0)}
+    sm = att.study_metrics()
+    assert sm["gpu_energy_attributed_sum_j"] == pytest.approx(5500.0)
+    assert sm["gpu_energy_attributed_over_measured"] == pytest.approx(5500.0 / 6600.0)
+    assert att.tags()["energy_attribution"] == "sm_share_kepler"
+    inside = attribute(samples, 100.0, load_trial_pids(tmp_path), start=samples[0].t, end=samples[2].t)
+    assert inside.measured_j == pytest.approx(5500.0) and inside.no_process_j == 0.0  # the trials' span only
+
+
+def test_attribution_idle_split_evenly_when_no_process_is_busy(tmp_path, scripted):
+    clock, gpu, sampler = scripted
+    gpu.add_process(11, sm=0, active_w=10.0)
+    gpu.add_process(22, sm=0, active_w=10.0)
+    sampler.sample_once()
+    clock.advance(4.0)
+    sampler.sample_once()  # 4 s at 120 W: idle 400 and active 80, both split evenly
+    att = attribute(read_samples(sampler.path)[1], 100.0, load_trial_pids(tmp_path))
+    assert att.per_trial_j == pytest.approx({"trial_a": 240.0, "trial_b": 240.0})
+
+
+def test_attribution_absent_with_reason_never_zero(tmp_path):
+    clock = ManualClock()
+    gpu = SimulatedNvml.create(tmp_path / "gpu.json", uuid=UUID, process_util=False, clock=clock)
+    gpu.add_process(11, sm=80, active_w=100.0)
+    register_trial_pids(tmp_path, "trial_a", [11], clock=clock)
+    sampler = AttributionSampler(gpu, HANDLE, tmp_path / "s.jsonl", clock=clock)
+    for _ in range(3):
+        sampler.sample_once()
+        clock.advance(1.0)
+    samples = read_samples(sampler.path)[1]
+    regs = load_trial_pids(tmp_path)
+    cases = [(attribute(samples, 120.0, regs), "per-process utilisation"),
+             (attribute(samples[:1], 120.0, regs), "at least 2"),
+             (attribute([replace(s, util={}) for s in samples], None, regs, idle_reason="GPU busy"), "GPU busy"),
+             (attribute([replace(s, util={}, energy_mj=None, power_w=None) for s in samples], 120.0, regs),
+              "no energy counter and no power")]
+    for att, says in cases:
+        assert says in att.reason and att.trial_metrics("trial_a") == {} and att.study_metrics() == {}
+        assert att.attributed_sum_j is None and says in att.tags()["energy_attribution_unavailable_reason"]
+    powered = attribute([replace(s, util={11: 80.0}, energy_mj=None) for s in samples], 120.0, regs)
+    assert powered.energy_source == "power_integral" and powered.measured_j == pytest.approx(2 * 220.0)
+
+
+def test_trial_pid_registration_spans_keep_reused_pids_apart(tmp_path):
+    clock = ManualClock()
+    register_trial_pids(tmp_path, "first", [11], clock=clock)
+    clock.advance(100)
+    register_trial_pids(tmp_path, "first", ended=True, pids=[], clock=clock)
+    clock.advance(100)
+    register_trial_pids(tmp_path, "second", [11], clock=clock)  # the OS handed the PID on
+    regs = {r["trial"]: r for r in load_trial_pids(tmp_path)}
+    assert regs["first"]["pids"] == [11] and regs["first"]["ended_at"] == regs["first"]["started_at"] + 100
+    start = regs["first"]["started_at"]  # 1 J/s; an interval belongs to whoever had the PID at its end
+    s = [Sample(t=start + dt, energy_mj=1000.0 * dt, power_w=1.0, pids=[11], util={11: 50.0})
+         for dt in (50, 60, 150, 160, 250, 260)]
+    att = attribute(s, 0.0, list(regs.values()), slack_s=0)
+    assert att.per_trial_j == pytest.approx({"first": 10.0, "second": 90.0 + 10.0})
+    assert att.unregistered_j == pytest.approx({11: 90.0 + 10.0})  # between the two trials: nobody's
+    with pytest.raises(ValueError, match="no '/'"):
+        register_trial_pids(tmp_path, "a/b")

@@ -36,7 +36,7 @@ from srstudy.energy import pick_power_reader
 from .gpu_lock import lock_key
 
 __all__ = ["Attribution", "AttributionSampler", "Sample", "attribute", "load_trial_pids", "read_samples",
-           "register_trial_pids", "samples_path"]
+           "register_trial_pids", "samples_path", "trials_span"]
 
 SAMPLES_DIR = "energy_samples"
 PIDS_DIR = "trial_pids"
@@ -184,6 +184,14 @@ def _trial_of(pid: int, t: float, registrations: list[dict], slack_s: float) -> 
     return None
 
 
+def trials_span(registrations: list[dict]) -> tuple[float, float] | None:
+    """``(first start, last end)`` over trial registrations (an unended one ends now); None if none."""
+    if not registrations:
+        return None
+    return (min(r["started_at"] for r in registrations),
+            max(r.get("ended_at") or time.time() for r in registrations))
+
+
 # --------------------------------------------------------------------------- arithmetic
 
 
@@ -239,12 +247,16 @@ def _interval_energy(a: Sample, b: Sample) -> tuple[float | None, str | None]:
 
 
 def attribute(samples: list[Sample], idle_power_w: float | None, registrations: list[dict] = (), *,
-              idle_reason: str | None = None, slack_s: float = 2.0) -> Attribution:
+              idle_reason: str | None = None, slack_s: float = 2.0, start: float | None = None,
+              end: float | None = None) -> Attribution:
     """Apportion the GPU's energy over ``samples`` among processes and trials (module docstring).
 
     ``idle_power_w``: the study's idle baseline for this GPU (:mod:`srstudy.measure.idle`);
-    without it (``idle_reason`` says why) nothing is attributed.
+    without it (``idle_reason`` says why) nothing is attributed. ``start``/``end`` (wall
+    time): only the sampling intervals inside that span count (e.g. the study's trials,
+    from the first start to the last end, see :func:`trials_span`).
     """
+    samples = [s for s in samples if (start is None or s.t >= start) and (end is None or s.t <= end)]
     if len(samples) < 2:
         return Attribution(reason=f"{len(samples)} energy sample(s): at least 2 are needed to span an interval")
     if idle_power_w is None:
