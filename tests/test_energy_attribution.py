@@ -1,86 +1,26 @@
 """Energy you can rank (issue 17), on CPU with a simulated GPU and real processes.
 
 The GPU lock's semantics across separate processes; the idle baseline is never sampled while
-another process is on the GPU; the exclusive window and the objective arithmetic; the
-Kepler-style attribution on a hand-checkable case; unsupported counters give absent metrics
-and a reason, never 0.
+another process is on the GPU; the Kepler-style attribution on a hand-checkable case;
+unsupported counters give absent metrics and a reason, never 0. (The exclusive window, the
+objective and the trial/launcher glue: tests/test_energy_window.py.)
 """
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from srstudy.energy import EnergyResult
 from srstudy.measure.attribution import (
     AttributionSampler, Sample, attribute, load_trial_pids, read_samples, register_trial_pids, samples_path)
 from srstudy.measure.gpu_lock import GpuLock, lock_key, read_waits
 from srstudy.measure.idle import ensure_idle_baseline, read_idle_baseline, take_idle_baseline
-from srstudy.measure.window import (
-    WindowResult, had_gpu_alone, inference_energy_per_image, run_exclusive_window, trial_energy)
+from support.actors import UUID, Actors, overlaps
 from support.simulated_nvml import HANDLE, ManualClock, SimulatedNvml
-
-TESTS = Path(__file__).resolve().parent
-UUID = "GPU-5140a7ed-0000-4000-8000-000000000001"
-
-
-# --------------------------------------------------------------------------- helpers: real processes
-
-
-class Actors:
-    """Starts ``support.lock_actor`` processes and reads their shared event log."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp, self.log, self.procs = tmp, tmp / "events.jsonl", []
-        self.log.touch()
-
-    def start(self, role: str, name: str, **spec) -> subprocess.Popen:
-        spec = {"role": role, "name": name, "workdir": str(self.tmp), "uuid": UUID, "log": str(self.log), **spec}
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-        p = subprocess.Popen([sys.executable, "-m", "support.lock_actor", json.dumps(spec)], env=env)
-        self.procs.append(p)
-        return p
-
-    def events(self, who: str | None = None, event: str | None = None) -> list[dict]:
-        rows = [json.loads(x) for x in self.log.read_text().splitlines() if x.strip()]
-        return [r for r in rows if (who is None or r["who"] == who) and (event is None or r["event"] == event)]
-
-    def wait_event(self, who: str, event: str, timeout: float = 30.0) -> dict:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if found := self.events(who, event):
-                return found[0]
-            time.sleep(0.01)
-        raise AssertionError(f"{who} never logged {event!r}; events: {self.events()}")
-
-    def finish(self, timeout: float = 60.0) -> None:
-        for p in self.procs:
-            assert p.wait(timeout=timeout) == 0, f"actor {p.args[-1]} exited with {p.returncode}"
-
-    def kill_all(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-
-    def intervals(self, who: str) -> list[tuple[float, float]]:
-        """``[acquired, released]`` spans an actor logged, in order."""
-        out, start = [], None
-        for r in self.events(who):
-            if r["event"] == "acquired":
-                start = r["t"]
-            elif r["event"] == "released" and start is not None:
-                out.append((start, r["t"]))
-                start = None
-        return out
 
 
 @pytest.fixture
@@ -90,8 +30,9 @@ def actors(tmp_path):
     a.kill_all()
 
 
-def _overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return a[0] < b[1] and b[0] < a[1]
+@pytest.fixture
+def sim(tmp_path):
+    return SimulatedNvml.create(tmp_path / "gpu.json", uuid=UUID, idle_w=122.0)
 
 
 # --------------------------------------------------------------------------- the lock
@@ -105,7 +46,7 @@ def test_two_readers_hold_the_lock_at_once(actors, tmp_path):
         actors.wait_event(me, "acquired")
         (tmp_path / f"{me}.held").touch()
     actors.finish()
-    assert _overlaps(actors.intervals("r1")[0], actors.intervals("r2")[0])
+    assert overlaps(actors.intervals("r1")[0], actors.intervals("r2")[0])
 
 
 def test_writer_excludes_readers_and_other_writers(actors, tmp_path):
@@ -131,7 +72,7 @@ def test_writer_excludes_readers_and_other_writers(actors, tmp_path):
     for writer in ("w1", "w2"):
         for other in spans:
             if other != writer:
-                assert not _overlaps(spans[writer][0], spans[other][0]), (writer, other, spans)
+                assert not overlaps(spans[writer][0], spans[other][0]), (writer, other, spans)
     waits = {w["owner"]: w for w in read_waits(tmp_path)}
     assert set(waits) == {"w1", "w2"} and waits["w1"]["wait_s"] > 0.4 and waits["w1"]["hold_s"] > 0
     assert waits["w1"]["gpu"] == lock_key(UUID)
@@ -155,7 +96,7 @@ def test_waiting_writer_is_not_starved_by_overlapping_readers(actors, tmp_path, 
     actors.finish()
     (w_span,) = actors.intervals("w")
     for name in ("r1", "r2"):
-        assert not any(_overlaps(w_span, s) for s in actors.intervals(name))
+        assert not any(overlaps(w_span, s) for s in actors.intervals(name))
         assert actors.events(name, "released")[-1]["t"] > w_span[1]  # readers were still going
     if role == "hold_reader":  # held across iterations, yet stepped aside for the writer
         assert all(e["yields"] >= 1 for e in actors.events() if e["event"] == "released" and "yields" in e)
@@ -196,11 +137,6 @@ def test_lock_misuse_and_uuid_keys(tmp_path):
 
 
 # --------------------------------------------------------------------------- idle baseline
-
-
-@pytest.fixture
-def sim(tmp_path):
-    return SimulatedNvml.create(tmp_path / "gpu.json", uuid=UUID, idle_w=122.0)
 
 
 def test_idle_baseline_waits_for_the_other_process_to_leave(actors, sim, tmp_path):
@@ -257,79 +193,6 @@ def test_idle_baseline_absent_with_reason_never_zero(tmp_path, sim):
         with GpuLock(tmp_path, "GPU-x") as lock:
             base = take_idle_baseline(other, HANDLE, lock, seconds=0.1, hz=10, sleep=lambda s: None)
         assert base.idle_power_w is None and says in base.reason and base.metrics() == {}
-
-
-# --------------------------------------------------------------------------- exclusive window
-
-
-def test_window_runs_alone_while_a_reader_steps_aside(actors, sim, tmp_path):
-    me = os.getpid()
-    sim.add_process(me, sm=90, active_w=200.0)  # our training: 122 + 200 W while the window runs
-    actors.start("hold_reader", "other", iterations=100000, iter_s=0.01, stop_file=str(tmp_path / "stop"))
-    actors.wait_event("other", "iter")
-    syncs, steps = [], []
-    with GpuLock(tmp_path, UUID, owner="trial") as lock, lock.hold_shared(lambda: syncs.append("hold")) as hold:
-        res = run_exclusive_window(lambda: (steps.append(time.time()), time.sleep(0.01)), lock, sim, HANDLE,
-                                   synchronize=lambda: syncs.append("edge"), min_iterations=20, min_seconds=0.4,
-                                   hold=hold, sample_hz=50)
-        assert lock.state == "shared"  # the trial's own shared hold is back
-    (tmp_path / "stop").touch()
-    actors.finish()
-    assert res.complete and res.reason is None and res.iterations == len(steps) >= 20 and res.seconds >= 0.4
-    assert syncs.count("edge") == 2 and syncs[0] == "hold"  # synchronized before stepping out and at both edges
-    assert res.energy_source == "counter" and res.energy_per_iter_j == res.energy_j / res.iterations
-    assert res.energy_j == pytest.approx(322.0 * res.seconds, rel=0.1)
-    others = [e["t"] for e in actors.events("other", "iter")]
-    assert others and not any(steps[0] <= t <= steps[-1] for t in others)  # it had the GPU alone
-    (grant,) = [w for w in read_waits(tmp_path) if w["label"] == "energy_window"]
-    assert grant["wait_s"] == pytest.approx(res.wait_s) and grant["owner"] == "trial"
-
-
-def test_window_short_or_unmeasurable_says_why(tmp_path, sim):
-    with GpuLock(tmp_path, UUID) as lock:
-        short = run_exclusive_window(lambda: None, lock, sim, HANDLE, min_iterations=20, min_seconds=0,
-                                     max_iterations=3)
-        blind = SimulatedNvml.create(tmp_path / "blind.json", uuid=UUID, energy_counter=False, power=False)
-        none = run_exclusive_window(lambda: None, lock, blind, HANDLE, min_iterations=2, min_seconds=0)
-        m, t = inference_energy_per_image(lambda: None, lock, blind, HANDLE, min_images=2, min_seconds=0)
-        m_ok, t_ok = inference_energy_per_image(lambda: time.sleep(0.01), lock, sim, HANDLE, min_images=5,
-                                                min_seconds=0.05)
-    assert not short.complete and short.iterations == 3 and "only 3 iterations left" in short.reason
-    assert none.energy_j is None and none.energy_per_iter_j is None and "not supported" in none.reason
-    assert m == {} and "not supported" in t["inference_energy_unavailable_reason"]
-    assert m_ok["gpu_inference_energy_per_image_j"] > 0 and t_ok == {}
-
-
-def _whole(energy_j, shared, reason=None):
-    return EnergyResult(energy_j=energy_j, seconds=60.0, shared_processes=shared, reason=reason)
-
-
-def test_objective_is_exclusive_joules_per_iteration_times_iterations():
-    window = WindowResult(iterations=40, seconds=6.0, energy_j=200.0, wait_s=0.3, energy_source="counter")
-    m, t = trial_energy(window=window, iterations=300, whole_run=_whole(4200.0, shared=3), teacher_energy_j=25.0)
-    assert m["gpu_energy_per_iter_j"] == 5.0 and m["gpu_energy_j"] == 300 * 5.0 + 25.0
-    assert m["gpu_energy_whole_run_j"] == 4200.0 and m["gpu_energy_teacher_share_j"] == 25.0
-    assert m["energy_window_wait_s"] == 0.3 and "gpu_energy_window_vs_whole_run_dev" not in m
-    assert t == {"energy_method": "exclusive_window", "energy_window_s": "6.000", "energy_window_iterations": "40",
-                 "energy_window_complete": "true"}
-    # alone all along: the whole-run counter is the objective, and the window is checked against it
-    m, t = trial_energy(window=window, iterations=300, whole_run=_whole(1440.0, shared=0), alone_all_along=True)
-    assert t["energy_method"] == "whole_run" and m["gpu_energy_j"] == 1440.0
-    assert m["gpu_energy_per_iter_j"] == pytest.approx(4.8)
-    assert m["gpu_energy_window_vs_whole_run_dev"] == pytest.approx((5.0 - 4.8) / 4.8)
-    # nothing rankable: absent with the reasons, never 0
-    blind = WindowResult(iterations=40, seconds=6.0, energy_j=None, wait_s=0.1, reason="counter not supported")
-    m, t = trial_energy(window=blind, iterations=300, whole_run=_whole(4200.0, shared=2))
-    assert "gpu_energy_j" not in m and "gpu_energy_per_iter_j" not in m
-    assert "counter not supported" in t["energy_unavailable_reason"] and "shared" in t["energy_unavailable_reason"]
-    with pytest.raises(ValueError, match="iterations must be > 0"):
-        trial_energy(window=window, iterations=0)
-
-
-def test_had_gpu_alone_needs_every_observation_clear():
-    assert had_gpu_alone(_whole(1.0, 0), [[11], [11]], own_pids=[11])
-    assert not had_gpu_alone(_whole(1.0, 0), [[11], [11, 22]], own_pids=[11])  # someone came and went
-    assert not had_gpu_alone(_whole(1.0, 1)) and not had_gpu_alone(_whole(1.0, None)) and not had_gpu_alone(None)
 
 
 # --------------------------------------------------------------------------- attribution

@@ -53,7 +53,7 @@ def _loop(spec: dict, body) -> None:
 
 
 def _put(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # both relay readers write the turn file
     tmp.write_text(text)
     tmp.replace(path)
 
