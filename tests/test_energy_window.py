@@ -1,16 +1,20 @@
-"""Energy you can rank (issue 17): the exclusive window, the objective, and the trial/launcher glue.
+"""Energy you can rank (issue 17): the exclusive window, the objective, the trial/launcher glue
+and the benchmark's arithmetic (benchmarks/energy_attribution.py).
 
 On CPU with a simulated GPU; the window's exclusivity is checked against a real process.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from srstudy.energy import EnergyResult, NvmlEnergyMeter
+from srstudy.measure.attribution import load_trial_pids
 from srstudy.measure.gpu_lock import GpuLock, read_waits
 from srstudy.measure.study_session import StudyEnergySession
 from srstudy.measure.trial_session import TrialEnergySession, WindowSettings
@@ -19,6 +23,7 @@ from srstudy.measure.window import (
 from support.actors import UUID, Actors, overlaps
 from support.simulated_nvml import HANDLE, SimulatedNvml
 
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "energy_attribution.py"
 
 @pytest.fixture
 def actors(tmp_path):
@@ -153,3 +158,52 @@ def test_two_trial_sessions_share_a_gpu_and_the_study_adds_up(tmp_path, sim):
         totals["gpu_energy_unregistered_j"] == pytest.approx(totals["gpu_energy_study_measured_j"])
     assert totals["calibration_overhead"] == pytest.approx(totals["calibration_wait_s"] / totals["energy_study_span_s"])
     assert 0 < totals["gpu_energy_attributed_over_measured"] <= 1.0 + 1e-9
+    # the benchmark's arithmetic over this study's own files (benchmarks/energy_attribution.py)
+    bench = _benchmark_module()
+    rows = [bench.trial_row(n, {}, out[n][0], out[n][1], per_trial[n]["gpu_energy_attributed_j"],
+                            {"gpu_energy_per_iter_j": out[n][0]["gpu_energy_window_per_iter_j"]}, {}) for n in "ab"]
+    spans = [(r["started_at"], r["ended_at"]) for r in load_trial_pids(tmp_path)]
+    summary = bench.summarise(rows, totals, spans)
+    assert summary["trials_sharing_gpu"] == 2 and summary["max_shared_vs_alone_energy_per_iter_dev"] == 0.0
+    assert summary["attributed_over_measured_total"] == pytest.approx(totals["gpu_energy_attributed_over_measured"])
+    assert summary["calibration_overhead"] == totals["calibration_overhead"]
+    assert summary["goals_met"]["trials_sharing_gpu"] is False  # 2 < 4
+
+
+# --------------------------------------------------------------------------- benchmark arithmetic
+
+
+def _benchmark_module():
+    spec = importlib.util.spec_from_file_location("energy_attribution_bench", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_summary_from_synthetic_rows(tmp_path):
+    bench = _benchmark_module()
+    assert bench.max_concurrent([(0, 10), (1, 11), (2, 12), (3, 13), (20, 30)]) == 4
+    assert bench.max_concurrent([(0, 1), (1, 2)]) == 1  # back to back is not at once
+    window, alone = [5.0, 4.0, 3.0, 2.0], [5.0, 4.2, 3.0, 2.1]
+    rows = [bench.trial_row(f"t{i}", {"alpha": i / 4}, {"gpu_energy_j": 600 * w, "gpu_energy_window_per_iter_j": w},
+                            {"energy_method": "exclusive_window", "energy_window_s": "5.100"},
+                            attributed, {"gpu_energy_j": 600 * a, "gpu_energy_per_iter_j": a}, {"energy_method": "whole_run"})
+            for i, (w, a, attributed) in enumerate(zip(window, alone, [1000.0, 900.0, 800.0, 700.0]))]
+    assert rows[1]["shared_vs_alone_energy_per_iter_dev"] == pytest.approx(0.2 / 4.2)
+    assert rows[0]["energy_window_s"] == 5.1 and rows[0]["alone_gpu_energy_j"] == 3000.0
+    totals = {"gpu_energy_study_measured_j": 3500.0, "calibration_overhead": 0.02}
+    s = bench.summarise(rows, totals, [(0, 10), (1, 10), (2, 10), (3, 10)])
+    assert s["trials_sharing_gpu"] == 4 and s["attributed_over_measured_total"] == pytest.approx(3400 / 3500)
+    assert s["max_shared_vs_alone_energy_per_iter_dev"] == pytest.approx(0.1 / 2.1)
+    assert s["goals_met"] == {"trials_sharing_gpu": True, "attributed_over_measured_total": True,
+                              "max_shared_vs_alone_energy_per_iter_dev": True, "calibration_overhead": True}
+    # one alone run unmeasured, one trial unattributed: the numbers are absent, not 0
+    rows[2] = bench.trial_row("t2", {}, {"gpu_energy_window_per_iter_j": 3.0}, {}, None, {}, {})
+    s = bench.summarise(rows, totals, [])
+    assert s["max_shared_vs_alone_energy_per_iter_dev"] is None and s["attributed_over_measured_total"] is None
+    assert s["trials_sharing_gpu"] is None and s["goals_met"]["max_shared_vs_alone_energy_per_iter_dev"] is None
+    missing = bench.missing_hooks(tmp_path, {"gpu_energy_j": 1.0})
+    assert any("gpu_energy_window_per_iter_j" in m for m in missing) and any("gpu_idle.json" in m for m in missing)
+    for f in ("gpu_idle.json", "energy_samples", "trial_pids", "locks"):
+        (tmp_path / f).touch()
+    assert bench.missing_hooks(tmp_path, dict.fromkeys(bench.HOOK_METRICS, 1.0)) == []
