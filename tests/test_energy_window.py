@@ -129,6 +129,7 @@ def test_two_trial_sessions_share_a_gpu_and_the_study_adds_up(tmp_path, sim):
                     session.before_iteration(it)
                     time.sleep(0.01)  # one training step
                     session.after_iteration(it, boundary=it == 19)  # validation after iteration 20
+            session.yield_point()  # scoring after training: still a place to let a window in
             sim.remove_process(pid)
             out[name] = (*session.finish(whole.result, 60), session.window, len(session._segments))
 

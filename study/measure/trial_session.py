@@ -124,6 +124,11 @@ class TrialEnergySession:
         elif boundary:
             self._close_segment()
 
+    def yield_point(self) -> None:
+        """Outside the training loop (scoring, latency), let a waiting window in between two pieces of work."""
+        if self._window is None:
+            self.hold.between_iterations()
+
     def _close_segment(self) -> None:
         window, self._window = self._window, None
         self._window_s += time.perf_counter() - self._t_segment
