@@ -14,25 +14,14 @@ import time
 from dataclasses import replace
 
 import pytest
+import torch
 
 from srstudy.measure.attribution import (
     AttributionSampler, Sample, attribute, load_trial_pids, read_samples, register_trial_pids, samples_path)
 from srstudy.measure.gpu_lock import GpuLock, lock_key, read_waits
 from srstudy.measure.idle import ensure_idle_baseline, read_idle_baseline, take_idle_baseline
-from support.actors import UUID, Actors, overlaps
+from support.actors import UUID, actors, overlaps, sim  # noqa: F401 - actors, sim: fixtures
 from support.simulated_nvml import HANDLE, ManualClock, SimulatedNvml
-
-
-@pytest.fixture
-def actors(tmp_path):
-    a = Actors(tmp_path)
-    yield a
-    a.kill_all()
-
-
-@pytest.fixture
-def sim(tmp_path):
-    return SimulatedNvml.create(tmp_path / "gpu.json", uuid=UUID, idle_w=122.0)
 
 
 # --------------------------------------------------------------------------- the lock
@@ -295,3 +284,65 @@ def test_trial_pid_registration_spans_keep_reused_pids_apart(tmp_path):
     assert att.unregistered_j == pytest.approx({11: 90.0 + 10.0})  # between the two trials: nobody's
     with pytest.raises(ValueError, match="no '/'"):
         register_trial_pids(tmp_path, "a/b")
+
+
+# --------------------------------------------------------------------------- NVML adapter
+
+
+def test_nvml_process_utilization_means_per_pid_and_absent_when_unsupported():
+    import types
+
+    import pynvml
+
+    from srstudy.energy import NvmlApi
+
+    answers = []
+
+    def fake_call(handle, since):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    api = object.__new__(NvmlApi)  # no nvmlInit: pynvml's constants and errors, a scripted call
+    api.nv = types.SimpleNamespace(**{k: getattr(pynvml, k) for k in dir(pynvml) if k.startswith("NVML")},
+                                   nvmlDeviceGetProcessUtilization=fake_call)
+    sample = lambda pid, ts, sm: types.SimpleNamespace(pid=pid, timeStamp=ts, smUtil=sm)  # noqa: E731
+    answers += [[sample(11, 90, 99), sample(11, 110, 60), sample(11, 120, 80), sample(22, 130, 10)],
+                pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND),
+                pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED),
+                pynvml.NVMLError(pynvml.NVML_ERROR_UNKNOWN)]
+    assert api.process_utilization("h", 100) == {11: 70.0, 22: 10.0}  # the sample before `since` is dropped
+    assert api.process_utilization("h", 100) == {}  # no process had a sample: nobody computed
+    assert api.process_utilization("h", 100) is None  # unsupported: absent, never {} or 0
+    with pytest.raises(pynvml.NVMLError):
+        api.process_utilization("h", 100)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_real_gpu_window_and_process_utilization(tmp_path):
+    from srstudy.energy import NvmlApi, _nvml_handle_for
+    from srstudy.measure.window import run_exclusive_window
+
+    device = torch.device("cuda", 0)
+    api = NvmlApi()
+    handle = _nvml_handle_for(device, api)
+    a = torch.randn(4096, 4096, device=device)
+    since = int(time.time() * 1e6)
+
+    def step():
+        nonlocal a
+        a = (a @ a).clamp_(-1, 1)
+
+    with GpuLock(tmp_path, api.uuid(handle)) as lock:
+        res = run_exclusive_window(step, lock, api, handle, synchronize=lambda: torch.cuda.synchronize(device),
+                                   min_iterations=20, min_seconds=1.0)
+    util = api.process_utilization(handle, since)
+    assert res.complete and res.energy_j > 0 and res.energy_per_iter_j > 0, res
+    assert util is None or (util and max(util.values()) > 0), util  # unsupported is None, never a fake 0
+    print(f"\nwindow: {res.iterations} it, {res.seconds:.2f} s, {res.energy_per_iter_j:.3f} J/it "
+          f"({res.energy_source}); process utilisation: {util}")

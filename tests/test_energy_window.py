@@ -20,22 +20,10 @@ from srstudy.measure.study_session import StudyEnergySession
 from srstudy.measure.trial_session import TrialEnergySession, WindowSettings
 from srstudy.measure.window import (
     WindowResult, had_gpu_alone, inference_energy_per_image, run_exclusive_window, trial_energy)
-from support.actors import UUID, Actors, overlaps
+from support.actors import UUID, actors, overlaps, sim  # noqa: F401 - actors, sim: fixtures
 from support.simulated_nvml import HANDLE, SimulatedNvml
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "energy_attribution.py"
-
-@pytest.fixture
-def actors(tmp_path):
-    a = Actors(tmp_path)
-    yield a
-    a.kill_all()
-
-
-@pytest.fixture
-def sim(tmp_path):
-    return SimulatedNvml.create(tmp_path / "gpu.json", uuid=UUID, idle_w=122.0)
-
 
 # --------------------------------------------------------------------------- exclusive window
 

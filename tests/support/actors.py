@@ -1,4 +1,8 @@
-"""Real processes for the energy tests: ``support.lock_actor`` actors and their shared event log."""
+"""Real processes for the energy tests: ``support.lock_actor`` actors and their shared event log.
+
+Also the fixtures both energy test modules use: ``actors`` (killed at the end) and ``sim``
+(a fresh simulated GPU idling at 122 W).
+"""
 from __future__ import annotations
 
 import json
@@ -7,6 +11,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
+
+from .simulated_nvml import SimulatedNvml
 
 TESTS = Path(__file__).resolve().parent.parent
 UUID = "GPU-5140a7ed-0000-4000-8000-000000000001"
@@ -63,3 +71,17 @@ class Actors:
 def overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
     """Whether two [start, end] spans overlap."""
     return a[0] < b[1] and b[0] < a[1]
+
+
+@pytest.fixture
+def actors(tmp_path):
+    """Actors in ``tmp_path``; any still running at the end are killed."""
+    a = Actors(tmp_path)
+    yield a
+    a.kill_all()
+
+
+@pytest.fixture
+def sim(tmp_path):
+    """A fresh simulated GPU (idle 122 W) with its state in ``tmp_path``."""
+    return SimulatedNvml.create(tmp_path / "gpu.json", uuid=UUID, idle_w=122.0)
