@@ -51,6 +51,7 @@ __all__ = [
     "integrate_trace",
     "nvml_index_for_uuid",
     "parse_tegrastats_line",
+    "pick_power_reader",
 ]
 
 log = logging.getLogger(__name__)
@@ -362,6 +363,28 @@ class NvmlApi:
         procs = self._soft(self.nv.nvmlDeviceGetComputeRunningProcesses, handle)
         return None if procs is None else [p.pid for p in procs]
 
+    def process_utilization(self, handle, since_us: int) -> dict[int, float] | None:
+        """Mean SM utilisation (%) per PID over NVML's samples newer than ``since_us``, or None.
+
+        For apportioning the GPU's energy among processes (``srstudy.measure.attribution``).
+        NVML keeps a short buffer of per-process samples stamped in CPU microseconds; a PID
+        with several samples gets their mean. ``{}`` when no process has a sample since then
+        (NVML answers NOT_FOUND); None where the GPU or driver does not support it.
+        """
+        try:
+            samples = self.nv.nvmlDeviceGetProcessUtilization(handle, int(since_us))
+        except self.nv.NVMLError as err:
+            if err.value in (self.nv.NVML_ERROR_NOT_FOUND, self.nv.NVML_SUCCESS):
+                return {}  # no samples in the period (SUCCESS: pynvml's wrapper on an empty buffer)
+            if err.value in (self.nv.NVML_ERROR_NOT_SUPPORTED, self.nv.NVML_ERROR_NO_PERMISSION):
+                return None
+            raise
+        per_pid: dict[int, list[float]] = {}
+        for s in samples:
+            if s.timeStamp > since_us:
+                per_pid.setdefault(int(s.pid), []).append(float(s.smUtil))
+        return {pid: sum(v) / len(v) for pid, v in per_pid.items()}
+
 
 def _field_value(fv, nv) -> float:
     """Numeric value of a ``c_nvmlFieldValue_t`` according to its ``valueType``."""
@@ -374,6 +397,17 @@ def _field_value(fv, nv) -> float:
         nv.NVML_VALUE_TYPE_SIGNED_INT: "siVal",
     }.get(fv.valueType, "uiVal")
     return float(getattr(fv.value, member))
+
+
+def pick_power_reader(api, handle) -> tuple[Callable[[], float | None], str | None]:
+    """``(read() -> watts | None, field)``: the instant-power field if it answers, else the
+    averaged power usage, else a reader of nothing with field None. Shared by every NVML
+    power sampler (the meter, the study's idle baseline and attribution sampler)."""
+    if api.instant_power_w(handle) is not None:
+        return (lambda: api.instant_power_w(handle)), "instant"
+    if api.average_power_w(handle) is not None:
+        return (lambda: api.average_power_w(handle)), "average"
+    return (lambda: None), None
 
 
 def _other_processes(pids: list[int] | None, own_pid: int) -> int | None:
@@ -435,12 +469,7 @@ class NvmlEnergyMeter(EnergyMeterBase):
                    idle_baseline_s=idle_baseline_s, synchronize=_synchronizer(device))
 
     def _pick_power_reader(self) -> tuple[Callable[[], float | None], str | None]:
-        """Instant-power field if it answers, else the averaged power usage, else nothing."""
-        if self.api.instant_power_w(self.handle) is not None:
-            return (lambda: self.api.instant_power_w(self.handle)), "instant"
-        if self.api.average_power_w(self.handle) is not None:
-            return (lambda: self.api.average_power_w(self.handle)), "average"
-        return (lambda: None), None
+        return pick_power_reader(self.api, self.handle)
 
     def start(self) -> "NvmlEnergyMeter":
         """Synchronize, take the idle baseline (first time per GPU), read the counter, start sampling."""

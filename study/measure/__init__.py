@@ -1,0 +1,1 @@
+"""Measuring trials on shared hardware: GPU locks, idle baselines, exclusive energy windows, energy attribution."""

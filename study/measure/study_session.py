@@ -1,0 +1,130 @@
+"""The launcher's side of GPU energy accounting: idle baselines first, a sampler per GPU, totals at the end.
+
+Why in the launcher: the idle baseline must be taken before any trial puts a process on the
+GPU, and the attribution sampler must watch the whole study — both outlive any one trial.
+The launcher (one process per study, on the node whose GPUs it accounts for) does::
+
+    energy = StudyEnergySession.for_node(workdir)     # None where NVML is unavailable (reason)
+    energy.take_idle_baselines()                      # before the teacher task and the Tuner
+    energy.start()                                    # right before Tuner.fit()
+    ...
+    energy.stop()
+    per_trial, study = energy.results()               # log: per_trial[trial_id] → the trial's run,
+                                                      #      study → the parent run
+
+Only the launcher's node is accounted for (trials on other nodes of a Ray cluster are not
+sampled; see docs/energy_attribution.md).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .attribution import AttributionSampler, attribute, load_trial_pids, read_samples, samples_path, trials_span
+from .gpu_lock import lock_key, read_waits
+from .idle import IdleBaseline, ensure_idle_baseline, read_idle_baseline
+
+__all__ = ["StudyEnergySession", "calibration_metrics"]
+
+
+def calibration_metrics(workdir: str | os.PathLike, span_s: float | None) -> dict[str, float]:
+    """What exclusive windows cost the study, from the lock's waits log.
+
+    ``calibration_wait_s``: Σ time trials waited to get their windows; ``calibration_overhead``:
+    that ÷ the study's span (``span_s``, first trial start to last end); ``exclusive_window_s``:
+    Σ time GPUs ran one trial alone for a window. Empty when no window was logged.
+    """
+    windows = [w for w in read_waits(workdir) if w.get("label") == "energy_window"]
+    if not windows:
+        return {}
+    out = {"calibration_wait_s": sum(w["wait_s"] for w in windows),
+           "exclusive_window_s": sum(w.get("hold_s") or 0.0 for w in windows),
+           "exclusive_windows": float(len(windows))}
+    if span_s:
+        out["calibration_overhead"] = out["calibration_wait_s"] / span_s
+    return out
+
+
+class StudyEnergySession:
+    """Idle baselines and attribution samplers for every GPU NVML sees on this node."""
+
+    def __init__(self, workdir: str | os.PathLike, api, *, hz: float = 2.0, idle_kwargs: dict | None = None) -> None:
+        self.workdir = Path(workdir).expanduser().resolve()
+        self.api, self.hz, self.idle_kwargs = api, hz, idle_kwargs or {}
+        self.handles = {api.uuid(h): h for h in api.handles()}
+        self.samplers: dict[str, AttributionSampler] = {}
+
+    @classmethod
+    def for_node(cls, workdir: str | os.PathLike, **kwargs) -> "StudyEnergySession | str":
+        """A session over this node's GPUs, or the reason there is none (no NVML, no GPU)."""
+        try:
+            from srstudy.energy import NvmlApi  # noqa: PLC0415
+
+            api = NvmlApi()
+            session = cls(workdir, api, **kwargs)
+        except ImportError as err:
+            return f"pynvml not importable: {err} (pip install nvidia-ml-py)"
+        except Exception as err:  # noqa: BLE001 - pynvml.NVMLError and friends
+            return f"NVML init failed: {err!r} (is the NVIDIA driver loaded? try `nvidia-smi`)"
+        return session if session.handles else "NVML sees no GPU on this node"
+
+    def take_idle_baselines(self) -> dict[str, IdleBaseline]:
+        """Each GPU's idle baseline for the study (taken once, stored in ``<workdir>/gpu_idle.json``)."""
+        return {uuid: ensure_idle_baseline(self.workdir, self.api, h, own_pids=[os.getpid()], **self.idle_kwargs)
+                for uuid, h in self.handles.items()}
+
+    def start(self) -> None:
+        """Start one attribution sampler thread per GPU."""
+        for uuid, h in self.handles.items():
+            self.samplers[uuid] = AttributionSampler(self.api, h, samples_path(self.workdir, uuid), hz=self.hz).start()
+
+    def stop(self) -> None:
+        """Stop the samplers (each takes a last sample)."""
+        for sampler in self.samplers.values():
+            sampler.stop()
+
+    def results(self) -> tuple[dict[str, dict[str, float]], dict[str, float], dict[str, str]]:
+        """``(per_trial_metrics, study_metrics, study_tags)`` from the samples files of the study."""
+        return study_results(self.workdir, list(self.handles))
+
+
+def study_results(workdir: str | os.PathLike,
+                  uuids: list[str]) -> tuple[dict[str, dict[str, float]], dict[str, float], dict[str, str]]:
+    """Attribute each GPU's energy over the span of its trials; sum per trial and over GPUs.
+
+    Per trial: ``gpu_energy_attributed_j`` (absent for a trial on a GPU whose attribution
+    failed). Study: the GPUs' measured total, the sum over trials, their ratio, the
+    calibration cost; tags give each GPU's reason when its attribution is absent.
+    """
+    regs_all = load_trial_pids(workdir)
+    per_trial: dict[str, dict[str, float]] = {}
+    study: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    spans = []
+    for uuid in uuids:
+        regs = [r for r in regs_all if r.get("gpu_uuid") in (uuid, None)]
+        span = trials_span(regs)
+        path = samples_path(workdir, uuid)
+        if span is None or not path.exists():
+            continue  # no trial used this GPU
+        spans.append(span)
+        idle = read_idle_baseline(workdir, uuid)
+        att = attribute(read_samples(path)[1], idle.idle_power_w, regs, idle_reason=idle.reason,
+                        start=span[0], end=span[1])
+        if att.reason:
+            tags[f"energy_attribution_unavailable_reason.gpu-{lock_key(uuid)}"] = att.reason
+            continue
+        for trial in att.per_trial_j:
+            per_trial.setdefault(trial, {"gpu_energy_attributed_j": 0.0})
+            per_trial[trial]["gpu_energy_attributed_j"] += att.per_trial_j[trial]
+        for k, v in att.study_metrics().items():
+            if k != "gpu_energy_attributed_over_measured":
+                study[k] = study.get(k, 0.0) + v
+    if study.get("gpu_energy_study_measured_j"):
+        study["gpu_energy_attributed_over_measured"] = (study["gpu_energy_attributed_sum_j"]
+                                                        / study["gpu_energy_study_measured_j"])
+    span_s = (max(e for _, e in spans) - min(s for s, _ in spans)) if spans else None
+    study.update(calibration_metrics(workdir, span_s))
+    if span_s:
+        study["energy_study_span_s"] = span_s
+    return per_trial, study, tags
