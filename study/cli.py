@@ -203,10 +203,13 @@ def launch_command(
     address: Optional[str] = typer.Option(None, "--address", help="join a Ray cluster: auto or host:port (default: local Ray on 127.0.0.1)"),
     verbose: Verbose = False,
 ) -> None:
-    """Run a hyper-parameter study: Ray Tune + Optuna (multi-objective) + ASHA, MLflow runs."""
+    """Run a hyper-parameter study: Ray Tune + Optuna (multi-objective) + ASHA, MLflow runs.
+    Exits 1 when a trial failed (one line per failed trial, with its error file)."""
     _setup_logging(verbose)
     from .config import ConfigError, load_study_config
     from .launch import StudyExistsError, launch
+    from .progress import failed_trial_lines
+    from .workdir_lock import WorkdirLockedError
 
     try:
         study = load_study_config(config, list(overrides) + ([f"workdir={workdir}"] if workdir else []))
@@ -214,7 +217,7 @@ def launch_command(
         _fail(str(e))
     try:
         result = launch(study, resume=resume, address=address, console=console)
-    except (StudyExistsError, FileNotFoundError, ValueError) as e:
+    except (StudyExistsError, WorkdirLockedError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     table = Table(title=f"Pareto-best trials of study {study.name} ({len(result.pareto)} of "
                         f"{sum(r['status'] == 'done' for r in result.rows)} finished)")
@@ -229,6 +232,13 @@ def launch_command(
     print(f"trials: {counts}; wall time {result.wall_s:.0f} s")
     store = result.tracking_uri
     print(f"browse the runs: mlflow ui --backend-store-uri {store} --host 127.0.0.1")
+    failed = failed_trial_lines(result.rows)
+    if failed:
+        for line in failed:
+            console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+        console.print(f"[bold red]{len(failed)} of {len(result.rows)} trial(s) failed[/]; fix the cause, then "
+                      f"`srstudy launch --resume --workdir {study.workdir}` runs them again")
+        raise typer.Exit(code=1)
 
 
 # ---- analysis: pareto, report (issue 6) ------------------------------------------------------
