@@ -208,7 +208,7 @@ def launch_command(
     _setup_logging(verbose)
     from .config import ConfigError, load_study_config
     from .launch import StudyExistsError, launch
-    from .progress import failed_trial_lines
+    from .progress import print_failed_trials
     from .workdir_lock import WorkdirLockedError
 
     try:
@@ -232,12 +232,7 @@ def launch_command(
     print(f"trials: {counts}; wall time {result.wall_s:.0f} s")
     store = result.tracking_uri
     print(f"browse the runs: mlflow ui --backend-store-uri {store} --host 127.0.0.1")
-    failed = failed_trial_lines(result.rows)
-    if failed:
-        for line in failed:
-            console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
-        console.print(f"[bold red]{len(failed)} of {len(result.rows)} trial(s) failed[/]; fix the cause, then "
-                      f"`srstudy launch --resume --workdir {study.workdir}` runs them again")
+    if print_failed_trials(result.rows, console, study.workdir):
         raise typer.Exit(code=1)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -244,8 +245,9 @@ class ParamSpec(_Model):
             return [("choice", c) for c in self.choices]
         cast = int if self.type == "int" else float
         high = self.high
-        if self.step is not None:
-            high = self.low + ((self.high - self.low) // self.step) * self.step
+        if self.step is not None:  # as Optuna trims it, in decimal arithmetic
+            low, step = Decimal(str(self.low)), Decimal(str(self.step))
+            high = float(low + ((Decimal(str(self.high)) - low) // step) * step)
         return [("low", cast(self.low)), ("high", cast(high))]
 
 
@@ -358,11 +360,11 @@ class StudyConfig(_Model):
     @field_validator("objectives", "constraints")
     @classmethod
     def _metrics_a_trial_logs(cls, items: list, info: ValidationInfo) -> list:
-        sets = info.data["trial"].data.benchmark_sets if "trial" in info.data else []
-        for item in items:
-            problem = unknown_trial_metric(item.metric, sets)
-            if problem:
-                raise ValueError(f"{item}: {problem}")
+        if "trial" in info.data:  # else the trial's own error is the one to fix first
+            for item in items:
+                problem = unknown_trial_metric(item.metric, info.data["trial"].data.benchmark_sets)
+                if problem:
+                    raise ValueError(f"{item}: {problem}")
         metrics = [item.metric for item in items]
         if info.field_name == "objectives" and len(set(metrics)) != len(metrics):
             raise ValueError(f"objectives repeat a metric: {metrics}")

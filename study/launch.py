@@ -16,6 +16,7 @@ Resume: `<workdir>/study.json` records the study. After a crash (even kill -9 of
 and Ray), `srstudy launch --resume` restores the Tuner from `<workdir>/ray_results/<name>`
 with the Optuna study from its storage; finished trials are kept, unfinished ones restart and
 continue from their own checkpoints (`<workdir>/trials/<trial id>`) into the same MLflow runs.
+One launcher at a time: `<workdir>/launch.lock` (see `srstudy.workdir_lock`) is held throughout.
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import _ray
@@ -111,3 +112,14 @@ def failed_trial_lines(rows: list[dict[str, Any]]) -> list[str]:
     """One line per errored trial: its id, the error's last line and where the full error is."""
     return [f"trial {r.get('trial_id')} failed: {r.get('error')} (full error: {r.get('error_file') or 'not written'})"
             for r in rows if r.get("status") == "error"]
+
+
+def print_failed_trials(rows: list[dict[str, Any]], console: Console, workdir: Path) -> int:
+    """Print a line per errored trial (unwrapped) and how to run them again; returns how many."""
+    failed = failed_trial_lines(rows)
+    for line in failed:
+        console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+    if failed:
+        console.print(f"[bold red]{len(failed)} of {len(rows)} trial(s) failed[/]; fix the cause, then "
+                      f"`srstudy launch --resume --workdir {workdir}` runs them again", soft_wrap=True)
+    return len(failed)
