@@ -21,30 +21,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from srstudy.metric_names import ALIASES, CONSTRAINT_PATTERN, resolve_metric  # noqa: F401  (one vocabulary with the study config)
+
 from .pareto import default_reference, hypervolume, knee_index, pareto_ranks
 
-# short names → the metric a trial logs (the study config's aliases, plus edge metrics)
-ALIASES: dict[str, str] = {
-    "psnr": "val_psnr",
-    "ssim": "val_ssim",
-    "energy": "gpu_energy_j",
-    "power": "gpu_avg_power_w",
-    "latency": "latency_ms",
-    "edge_latency": "edge_latency_ms",
-    "edge_energy": "edge_energy_per_image_j",
-}
 DEFAULT_OBJECTIVES = "psnr:max,energy:min,params:min,latency:min"
 _MAXIMISED = re.compile(r"(psnr|ssim|iterations_per_s|images_per_s)$")
 
 
 class ObjectiveError(ValueError):
     """An objective or constraint that cannot be evaluated on these runs."""
-
-
-def resolve_metric(name: str) -> str:
-    """The canonical column for a metric name or alias (`psnr` → `val_psnr`)."""
-    name = name.strip()
-    return ALIASES.get(name, name)
 
 
 def default_direction(metric: str) -> str:
@@ -76,9 +62,6 @@ class Objective:
         return f"{self.metric}:{self.direction}"
 
 
-_CONSTRAINT = re.compile(r"\s*([A-Za-z_][\w.\-]*)\s*(<=|>=|==|<|>)\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*")
-
-
 @dataclass(frozen=True)
 class Constraint:
     metric: str
@@ -90,7 +73,7 @@ class Constraint:
         """`params<=150000`, `latency <= 5`, `psnr>=20` (aliases allowed)."""
         if isinstance(spec, Constraint):
             return spec
-        m = _CONSTRAINT.fullmatch(spec)
+        m = CONSTRAINT_PATTERN.fullmatch(spec)
         if not m:
             raise ObjectiveError(f"constraint {spec!r}: write 'metric <= value', e.g. 'params<=150000' "
                                  "(operators <=, >=, <, >, ==)")

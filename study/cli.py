@@ -228,10 +228,13 @@ def launch_command(
     address: Optional[str] = typer.Option(None, "--address", help="join a Ray cluster: auto or host:port (default: local Ray on 127.0.0.1)"),
     verbose: Verbose = False,
 ) -> None:
-    """Run a hyper-parameter study: Ray Tune + Optuna (multi-objective) + ASHA, MLflow runs."""
+    """Run a hyper-parameter study: Ray Tune + Optuna (multi-objective) + ASHA, MLflow runs.
+    Exits 1 when a trial failed (one line per failed trial, with its error file)."""
     _setup_logging(verbose)
     from .config import ConfigError, load_study_config
     from .launch import StudyExistsError, launch
+    from .progress import print_failed_trials
+    from .workdir_lock import WorkdirLockedError
 
     try:
         study = load_study_config(config, list(overrides) + ([f"workdir={workdir}"] if workdir else []))
@@ -240,7 +243,7 @@ def launch_command(
     _check_workdir(study.workdir.expanduser(), "the study's workdir")  # also one set in the study YAML
     try:
         result = launch(study, resume=resume, address=address, console=console)
-    except (StudyExistsError, FileNotFoundError, ValueError) as e:
+    except (StudyExistsError, WorkdirLockedError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     table = Table(title=f"Pareto-best trials of study {study.name} ({len(result.pareto)} of "
                         f"{sum(r['status'] == 'done' for r in result.rows)} finished)")
@@ -255,6 +258,8 @@ def launch_command(
     print(f"trials: {counts}; wall time {result.wall_s:.0f} s")
     store = result.tracking_uri
     print(f"browse the runs: mlflow ui --backend-store-uri {store} --host 127.0.0.1")
+    if print_failed_trials(result.rows, console, study.workdir):
+        raise typer.Exit(code=1)
 
 
 # ---- analysis: pareto, report (issue 6) ------------------------------------------------------

@@ -6,23 +6,24 @@ defaults are MambaLiteSR's recipe (batch 128, LR 64×64 patches, α = 0.8, 2500 
 a 32-dim 4×2 rank-2 student, a 60-dim 8×2 teacher, Adam 2e-4 halved at milestones).
 
 Configs come from YAML files plus `--set key=value` overrides (`student.embed_dim=16`;
-values are parsed as YAML, so `data.benchmark_sets=[Set5,Set14]` works).
+values are parsed as YAML, so `data.benchmark_sets=[Set5,Set14]` works). A key that itself
+holds dots is written in quotes and brackets: `search_space["student.rank"]={type: int, …}`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from srstudy.models.dvmsr import DVMSRConfig
 
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the field(s), the value and the source."""
+from .config_io import ConfigError, apply_overrides, flatten, parse_override, read_yaml  # noqa: F401 (re-exported)
+from .metric_names import CONSTRAINT_PATTERN, OPERATORS, resolve_metric, unknown_trial_metric
+from .search_space import check_search_space, split_dotted_key_hint
 
 
 class _Model(BaseModel):
@@ -183,53 +184,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         loc = ".".join(str(p) for p in e["loc"]) or "<root>"
         got = e.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"  {loc}: {e['msg']}{shown}")
+        lines.append(f"  {loc}: {e['msg'].removeprefix('Value error, ')}{shown}")
     return "\n".join(lines)
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """`a.b.c=value` → (["a", "b", "c"], YAML-parsed value)."""
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key=value, e.g. student.embed_dim=16")
-    key, raw = item.split("=", 1)
-    path = [p for p in key.strip().split(".") if p]
-    if not path:
-        raise ConfigError(f"--set {item!r}: empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
-    return path, value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Apply `key=value` overrides to a nested dict (in place; returns it)."""
-    for item in overrides:
-        path, value = parse_override(item)
-        node = data
-        for i, part in enumerate(path[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {'.'.join(path[: i + 1])} is a value, not a section")
-            node = child
-        node[path[-1]] = value
-    return data
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping from a file; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
-    return data
 
 
 def build(model: type[BaseModel], data: dict[str, Any], source: str):
@@ -250,22 +206,7 @@ def load_trial_config(path: str | Path | None = None, overrides: list[str] | tup
     return build(TrialConfig, data, source)
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dict → {"student.rank": 2, …} (MLflow params)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 # ---- the study: search space, objectives, constraints, resources --------------------------
-OBJECTIVE_ALIASES = {"psnr": "val_psnr", "ssim": "val_ssim", "energy": "gpu_energy_j", "latency": "latency_ms"}
-ENERGY_METRICS = ("gpu_energy_j", "gpu_energy_per_iter_j", "gpu_avg_power_w", "gpu_inference_energy_per_image_j")
-ANALYTIC_METRICS = ("params", "flops")  # known before training: constraints on them skip the trial
 
 
 class ParamSpec(_Model):
@@ -297,11 +238,17 @@ class ParamSpec(_Model):
             raise ValueError(f"int parameter bounds must be integers, got {self.low}..{self.high}")
         return self
 
-    def example(self) -> Any:
-        """A value inside the space (used to check that the key names a real setting)."""
+    def extremes(self) -> list[tuple[str, Any]]:
+        """The values a trial can be given at the edges of the space: (`low`, v), (`high`, v)
+        (the highest value the step reaches), or (`choice`, c) for every categorical choice."""
         if self.type == "categorical":
-            return self.choices[0]
-        return int(self.low) if self.type == "int" else float(self.low)
+            return [("choice", c) for c in self.choices]
+        cast = int if self.type == "int" else float
+        high = self.high
+        if self.step is not None:  # as Optuna trims it, in decimal arithmetic
+            low, step = Decimal(str(self.low)), Decimal(str(self.step))
+            high = float(low + ((Decimal(str(self.high)) - low) // step) * step)
+        return [("low", cast(self.low)), ("high", cast(high))]
 
 
 class Objective(_Model):
@@ -318,8 +265,8 @@ class Objective(_Model):
                 raise ValueError(f"objective {v!r}: write metric:max or metric:min, e.g. psnr:max")
             metric, direction = v.rsplit(":", 1)
             v = {"metric": metric.strip(), "direction": direction.strip()}
-        if isinstance(v, dict) and "metric" in v:
-            v = {**v, "metric": OBJECTIVE_ALIASES.get(v["metric"], v["metric"])}
+        if isinstance(v, dict) and isinstance(v.get("metric"), str):
+            v = {**v, "metric": resolve_metric(v["metric"])}
         return v
 
     def __str__(self) -> str:
@@ -327,28 +274,30 @@ class Objective(_Model):
 
 
 class Constraint(_Model):
-    """`metric op value`, e.g. `params <= 150000`; on analytic metrics (params, flops) it is
+    """`metric op value`, e.g. `params <= 150000` (operators <=, >=, <, >, ==; aliases such
+    as `psnr` allowed, as in `srstudy pareto`); on analytic metrics (params, flops) it is
     checked before any training and violating trials are skipped."""
 
     metric: str
-    op: Literal["<=", ">=", "<", ">"]
+    op: Literal["<=", ">=", "<", ">", "=="]
     value: float
 
     @model_validator(mode="before")
     @classmethod
     def _from_string(cls, v):
         if isinstance(v, str):
-            import re
-
-            m = re.fullmatch(r"\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*", v)
+            m = CONSTRAINT_PATTERN.fullmatch(v)
             if not m:
-                raise ValueError(f"constraint {v!r}: write 'metric <= value', e.g. 'params <= 150000'")
+                raise ValueError(f"constraint {v!r}: write 'metric <= value', e.g. 'params <= 150000' "
+                                 "(operators <=, >=, <, >, ==)")
             v = {"metric": m.group(1), "op": m.group(2), "value": float(m.group(3))}
+        if isinstance(v, dict) and isinstance(v.get("metric"), str):
+            v = {**v, "metric": resolve_metric(v["metric"])}
         return v
 
     def holds(self, value: float) -> bool:
-        return {"<=": value <= self.value, ">=": value >= self.value,
-                "<": value < self.value, ">": value > self.value}[self.op]
+        """Whether a measured `value` of the metric satisfies the constraint."""
+        return bool(OPERATORS[self.op](value, self.value))
 
     def __str__(self) -> str:
         return f"{self.metric} {self.op} {self.value:g}"
@@ -391,27 +340,35 @@ class StudyConfig(_Model):
     asha: AshaSettings = Field(default_factory=AshaSettings)
     seed: int = 0
 
-    @field_validator("search_space")
+    @field_validator("search_space", mode="before")
     @classmethod
-    def _keys_name_trial_settings(cls, space: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
-        if not space:
-            raise ValueError("search_space is empty: give at least one setting to search, e.g. student.rank")
+    def _dotted_keys_not_split(cls, space: Any) -> Any:
+        hint = split_dotted_key_hint(space)
+        if hint:
+            raise ValueError(hint)
         return space
 
-    @model_validator(mode="after")
-    def _check_against_trial(self):
-        base = self.trial.model_dump(mode="json")
-        for key, spec in self.search_space.items():
-            data = json.loads(json.dumps(base))
-            try:
-                apply_overrides(data, [f"{key}={json.dumps(spec.example())}"])
-                TrialConfig.model_validate(data)
-            except (ConfigError, ValidationError) as e:
-                raise ValueError(f"search_space key {key!r} is not a valid trial setting ({str(e).splitlines()[-1].strip()})") from None
-        metrics = [o.metric for o in self.objectives]
-        if len(set(metrics)) != len(metrics):
+    @field_validator("search_space")
+    @classmethod
+    def _keys_name_trial_settings(cls, space: dict[str, ParamSpec], info: ValidationInfo) -> dict[str, ParamSpec]:
+        if not space:
+            raise ValueError("search_space is empty: give at least one setting to search, e.g. student.rank")
+        if "trial" in info.data:  # every end of a range and every choice must be a valid trial setting
+            check_search_space(space, info.data["trial"])
+        return space
+
+    @field_validator("objectives", "constraints")
+    @classmethod
+    def _metrics_a_trial_logs(cls, items: list, info: ValidationInfo) -> list:
+        if "trial" in info.data:  # else the trial's own error is the one to fix first
+            for item in items:
+                problem = unknown_trial_metric(item.metric, info.data["trial"].data.benchmark_sets)
+                if problem:
+                    raise ValueError(f"{item}: {problem}")
+        metrics = [item.metric for item in items]
+        if info.field_name == "objectives" and len(set(metrics)) != len(metrics):
             raise ValueError(f"objectives repeat a metric: {metrics}")
-        return self
+        return items
 
     def identity(self) -> str:
         """Hash of the whole study config (a resumed study must match it)."""

@@ -16,6 +16,7 @@ Resume: `<workdir>/study.json` records the study. After a crash (even kill -9 of
 and Ray), `srstudy launch --resume` restores the Tuner from `<workdir>/ray_results/<name>`
 with the Optuna study from its storage; finished trials are kept, unfinished ones restart and
 continue from their own checkpoints (`<workdir>/trials/<trial id>`) into the same MLflow runs.
+One launcher at a time: `<workdir>/launch.lock` (see `srstudy.workdir_lock`) is held throughout.
 """
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-from . import _ray
-from .config import ANALYTIC_METRICS, ENERGY_METRICS, Objective, StudyConfig, flatten
+from . import _ray, workdir_lock
+from .config import Objective, StudyConfig, flatten
+from .metric_names import ANALYTIC_METRICS, ENERGY_METRICS, GPU_MEMORY_METRICS
+from .progress import StudyProgress, trial_error
 from .tracking import TrialRun, default_tracking_uri
 
 log = logging.getLogger("srstudy.launch")
@@ -60,14 +62,28 @@ def energy_unavailable_reason(resources_gpu: float) -> str | None:
     return None
 
 
+def _unmeasurable(metric: str, study: StudyConfig, energy_reason: str | None) -> str | None:
+    """Why the study's trials cannot measure `metric` here (None: they can)."""
+    if metric in ENERGY_METRICS and energy_reason is not None:
+        return f"GPU energy cannot be measured ({energy_reason})"
+    if metric in GPU_MEMORY_METRICS and study.resources.gpu <= 0:
+        return "GPU memory is not measured: trials run on CPU (resources.gpu = 0)"
+    return None
+
+
 def measurable_objectives(study: StudyConfig, say: Callable[[str], None]) -> list[Objective]:
-    """The study's objectives minus those this machine cannot measure (with a notice)."""
-    reason = energy_unavailable_reason(study.resources.gpu)
+    """The study's objectives minus those this machine cannot measure (with a notice; a
+    constraint on such a metric gets a notice too: no trial can be held to it)."""
+    energy_reason = energy_unavailable_reason(study.resources.gpu)
+    for c in study.constraints:
+        reason = _unmeasurable(c.metric, study, energy_reason)
+        if reason:
+            say(f"constraint {c} cannot be applied: {reason}; no trial is filtered on it")
     kept = []
     for obj in study.objectives:
-        if obj.metric in ENERGY_METRICS and reason is not None:
-            say(f"objective {obj} dropped from the search: GPU energy cannot be measured ({reason}); "
-                "it is not filled with 0")
+        reason = _unmeasurable(obj.metric, study, energy_reason)
+        if reason:
+            say(f"objective {obj} dropped from the search: {reason}; it is not filled with 0")
             continue
         kept.append(obj)
     if not kept:
@@ -203,81 +219,6 @@ def tune_trial(params: dict[str, Any], *, study_json: str, workdir: str, trackin
     _ray.report(final)
 
 
-# ---- live output and MLflow bookkeeping ---------------------------------------------------------
-class StudyProgress(_ray.Callback):
-    """Prints a table of trials (status, config, objectives) every `every_s` and at the end;
-    ends the MLflow runs of pruned trials as KILLED with `pruned=true`."""
-
-    def __init__(self, study: StudyConfig, objectives: list[str], tracking_uri: str, console: Console,
-                 every_s: float = 15.0) -> None:
-        self.study, self.objectives, self.tracking_uri = study, objectives, tracking_uri
-        self.console, self.every_s = console, every_s
-        self._last = 0.0
-
-    def __getstate__(self):  # Tune pickles its callbacks with the experiment state
-        return {k: v for k, v in self.__dict__.items() if k != "console"}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.console = Console(stderr=True)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if time.time() - self._last > self.every_s:
-            self._last = time.time()
-            self.console.print(trials_table(self.study, self.objectives, trials))
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        res = trial.last_result or {}
-        run_id = res.get("mlflow_run_id")
-        if run_id and not res.get("final"):
-            try:
-                run = TrialRun(self.tracking_uri, run_id)
-                run.set_tags({"pruned": "true", "pruned_at_iteration": res.get("iteration")})
-                run.finish("KILLED")
-            except Exception as e:  # noqa: BLE001 - bookkeeping must not stop the study
-                log.warning("could not mark MLflow run %s as pruned: %s", run_id, e)
-
-    def on_experiment_end(self, trials, **info):
-        self.console.print(trials_table(self.study, self.objectives, trials))
-
-
-def _status(trial) -> str:
-    res = trial.last_result or {}
-    if trial.status == "TERMINATED":
-        if res.get("constraint_violated"):
-            return "skipped (constraint)"
-        return "done" if res.get("final") else f"pruned @ {res.get('iteration')}"
-    return trial.status.lower()
-
-
-def trials_table(study: StudyConfig, objectives: list[str], trials) -> Table:
-    table = Table(title=f"study {study.name}: {len(trials)} trial(s)")
-    table.add_column("trial")
-    table.add_column("status")
-    for key in study.search_space:
-        table.add_column(key.rsplit(".", 1)[-1], justify="right")
-    table.add_column("iter", justify="right")
-    for m in objectives:
-        table.add_column(m, justify="right")
-    for t in trials:
-        res = t.last_result or {}
-        cfg = t.config or {}
-        row = [t.trial_id, _status(t)]
-        row += [_fmt(cfg.get(k)) for k in study.search_space]
-        row.append(str(res.get("iteration", "")))
-        row += [_fmt(res.get(m)) if res.get("final") or m == "val_psnr" else "" for m in objectives]
-        table.add_row(*row)
-    return table
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 # ---- the launcher ---------------------------------------------------------------------------
 @dataclass
 class StudyResult:
@@ -346,15 +287,25 @@ def _reconcile_optuna(storage_url: str, name: str) -> int:
 
 def launch(study: StudyConfig, *, resume: bool = False, address: str | None = None,
            console: Console | None = None) -> StudyResult:
-    """Run (or resume) a study to `num_samples` finished trials; see the module docstring."""
-    import optuna
-
+    """Run (or resume) a study to `num_samples` finished trials; see the module docstring.
+    Holds `<workdir>/launch.lock` throughout: a second launcher on the same folder is refused
+    (`workdir_lock.WorkdirLockedError`, naming the holder)."""
     console = console or Console(stderr=True)
     if not console.is_terminal:
         console.width = max(console.width, 160)
-    t0 = time.perf_counter()
     workdir = study.workdir.expanduser().resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    with workdir_lock.acquire(workdir) as lock:
+        if lock.stale is not None:
+            console.print(f"[yellow]notice:[/] {lock.describe_stale()}")
+        return _run_locked(study, workdir, resume=resume, address=address, console=console)
+
+
+def _run_locked(study: StudyConfig, workdir: Path, *, resume: bool, address: str | None,
+                console: Console) -> StudyResult:
+    import optuna
+
+    t0 = time.perf_counter()
     tracking_uri = study.tracking_uri or default_tracking_uri(workdir)
     state = _read_state(workdir)
     exp_path = workdir / "ray_results" / study.name
@@ -447,6 +398,7 @@ def _rows(grid, study: StudyConfig, objectives: list[str]) -> list[dict[str, Any
                **{k: cfg.get(k) for k in study.search_space}}
         row.update({o: m.get(o) for o in objectives})
         row["val_psnr"] = m.get("val_psnr")
+        row.update(trial_error(res))
         rows.append(row)
     return rows
 

@@ -1,0 +1,125 @@
+"""What a study prints: the live table of trials (status, searched settings, objectives), and
+the one-line summary of each trial that failed; the MLflow bookkeeping of pruned trials."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from . import _ray
+from .config import StudyConfig
+from .tracking import TrialRun
+
+log = logging.getLogger("srstudy.launch")
+
+
+class StudyProgress(_ray.Callback):
+    """Prints a table of trials (status, config, objectives) every `every_s` and at the end;
+    ends the MLflow runs of pruned trials as KILLED with `pruned=true`."""
+
+    def __init__(self, study: StudyConfig, objectives: list[str], tracking_uri: str, console: Console,
+                 every_s: float = 15.0) -> None:
+        self.study, self.objectives, self.tracking_uri = study, objectives, tracking_uri
+        self.console, self.every_s = console, every_s
+        self._last = 0.0
+
+    def __getstate__(self):  # Tune pickles its callbacks with the experiment state
+        return {k: v for k, v in self.__dict__.items() if k != "console"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.console = Console(stderr=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if time.time() - self._last > self.every_s:
+            self._last = time.time()
+            self.console.print(trials_table(self.study, self.objectives, trials))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        res = trial.last_result or {}
+        run_id = res.get("mlflow_run_id")
+        if run_id and not res.get("final"):
+            try:
+                run = TrialRun(self.tracking_uri, run_id)
+                run.set_tags({"pruned": "true", "pruned_at_iteration": res.get("iteration")})
+                run.finish("KILLED")
+            except Exception as e:  # noqa: BLE001 - bookkeeping must not stop the study
+                log.warning("could not mark MLflow run %s as pruned: %s", run_id, e)
+
+    def on_experiment_end(self, trials, **info):
+        self.console.print(trials_table(self.study, self.objectives, trials))
+
+
+def _status(trial) -> str:
+    res = trial.last_result or {}
+    if trial.status == "TERMINATED":
+        if res.get("constraint_violated"):
+            return "skipped (constraint)"
+        return "done" if res.get("final") else f"pruned @ {res.get('iteration')}"
+    return trial.status.lower()
+
+
+def trials_table(study: StudyConfig, objectives: list[str], trials) -> Table:
+    table = Table(title=f"study {study.name}: {len(trials)} trial(s)")
+    table.add_column("trial")
+    table.add_column("status")
+    for key in study.search_space:
+        table.add_column(key.rsplit(".", 1)[-1], justify="right")
+    table.add_column("iter", justify="right")
+    for m in objectives:
+        table.add_column(m, justify="right")
+    for t in trials:
+        res = t.last_result or {}
+        cfg = t.config or {}
+        row = [t.trial_id, _status(t)]
+        row += [_fmt(cfg.get(k)) for k in study.search_space]
+        row.append(str(res.get("iteration", "")))
+        row += [_fmt(res.get(m)) if res.get("final") or m == "val_psnr" else "" for m in objectives]
+        table.add_row(*row)
+    return table
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+# ---- failed trials ------------------------------------------------------------------------------
+TUNE_ERROR_FILE = "error.txt"  # what Tune writes into an errored trial's folder (ray.tune.result.EXPR_ERROR_FILE)
+
+
+def trial_error(result) -> dict[str, Any]:
+    """`{"error": its last line, "error_file": Tune's error.txt}` for an errored Tune `Result`,
+    else `{}`. The last line of the error file is the exception that ended the trial's last attempt."""
+    if not result.error:
+        return {}
+    path = Path(result.path) / TUNE_ERROR_FILE if result.path else None
+    text = path.read_text(errors="replace") if path is not None and path.is_file() else str(result.error)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return {"error": lines[-1] if lines else type(result.error).__name__,
+            "error_file": str(path) if path is not None and path.is_file() else None}
+
+
+def failed_trial_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per errored trial: its id, the error's last line and where the full error is."""
+    return [f"trial {r.get('trial_id')} failed: {r.get('error')} (full error: {r.get('error_file') or 'not written'})"
+            for r in rows if r.get("status") == "error"]
+
+
+def print_failed_trials(rows: list[dict[str, Any]], console: Console, workdir: Path) -> int:
+    """Print a line per errored trial (unwrapped) and how to run them again; returns how many."""
+    failed = failed_trial_lines(rows)
+    for line in failed:
+        console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
+    if failed:
+        console.print(f"[bold red]{len(failed)} of {len(rows)} trial(s) failed[/]; fix the cause, then "
+                      f"`srstudy launch --resume --workdir {workdir}` runs them again", soft_wrap=True)
+    return len(failed)
