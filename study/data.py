@@ -26,6 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from .image_names import file_image_names, unique_names
 from .imresize import imresize
 
 __all__ = [
@@ -240,12 +241,14 @@ def _as_rgb_uint8(arr: np.ndarray, name: str) -> np.ndarray:
 
 
 def _collect(
-    sources: ImageSource | Iterable[ImageSource] | Mapping[str, np.ndarray], *, stem_names: bool = False
+    sources: ImageSource | Iterable[ImageSource] | Mapping[str, np.ndarray],
 ) -> list[tuple[str, np.ndarray, bool]]:
     """Expand folders / files / arrays / (name, array) pairs into (name, uint8 HxWx3, is_grey).
 
-    Files are named by their path (``stem_names=False``) or file stem; arrays by their pair name
-    or ``array[i]``. ``is_grey``: a grey file (see :func:`read_image`) or a 2-D / 1-channel array.
+    Files are named by their file stem made short and safe (``srstudy.image_names``), never by
+    their path; arrays by their pair name or ``array[i]``; a repeated name gets a ``-2``, ``-3``
+    … suffix, so every image has its own name. ``is_grey``: a grey file (see
+    :func:`read_image`) or a 2-D / 1-channel array.
     """
     if isinstance(sources, Mapping):
         items: list = [(str(k), v) for k, v in sources.items()]
@@ -253,10 +256,6 @@ def _collect(
         items = [sources]
     else:
         items = list(sources)
-
-    def file_entry(f: Path) -> tuple[str, np.ndarray, bool]:
-        arr, grey = read_image(f)
-        return (f.stem if stem_names else str(f)), arr, grey
 
     out: list[tuple[str, np.ndarray, bool]] = []
     for i, src in enumerate(items):
@@ -267,7 +266,7 @@ def _collect(
         elif isinstance(src, (str, os.PathLike)):
             p = Path(src)
             files = list_images(p) if p.is_dir() else [p]
-            out.extend(file_entry(f) for f in files)
+            out.extend((name, *read_image(f)) for name, f in zip(file_image_names(files), files))
         else:
             raise TypeError(
                 f"image source #{i} has type {type(src).__name__}; expected a folder or file path, "
@@ -275,7 +274,8 @@ def _collect(
             )
     if not out:
         raise ValueError("no images given (the list of sources is empty)")
-    return out
+    names = unique_names(name for name, _, _ in out)
+    return [(name, arr, grey) for name, (_, arr, grey) in zip(names, out)]
 
 
 def _header_size(f: Path) -> tuple[int, int] | None:
@@ -502,7 +502,7 @@ class BenchmarkSet(Sequence[BenchmarkItem]):
         self.hr_dir = None
         self.lr_dir = None
         self._hr_files, self._lr_files = [], []
-        self._arrays = _collect(images, stem_names=True)
+        self._arrays = _collect(images)
         for stem, img, _ in self._arrays:
             check_benchmark_size(repr(stem), img.shape[:2], self.scale)
         self._cache = {}

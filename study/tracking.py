@@ -140,6 +140,11 @@ class TrialRun:
         if batch:
             self.client.log_batch(self.run_id, tags=batch)
 
+    def delete_tags(self, keys) -> None:
+        """Remove these tags (e.g. failure tags once a re-run repaired what they reported)."""
+        for key in keys:
+            self.client.delete_tag(self.run_id, key)
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 

@@ -278,11 +278,31 @@ def test_patch_dataset_folder_grey_and_rgba(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing is skipped
         ds = PatchDataset(tmp_path, patches_per_image=1, augment=False)
-    assert [n.rsplit("/", 1)[-1] for n in ds.names] == ["grey.png", "rgba.png"]
+    assert ds.names == ["grey", "rgba"]  # file stems, never paths
     np.testing.assert_array_equal(ds.hr[0], np.repeat(mod_crop(grey, 4)[..., None], 3, axis=2))
     np.testing.assert_array_equal(ds.hr[1], rgba[..., :3])
     lr, hr = ds[0]
     assert torch.equal(hr[0], hr[1]) and torch.equal(lr[1], lr[2])
+
+
+def test_images_from_files_get_short_safe_unique_names(tmp_path):
+    """Named by path, an image from a user's folder once made the artifact name
+    `sample_/full/path/img.png.png` (issue 12): names are safe stems, unique across folders."""
+    from srstudy.image_names import file_image_names, safe_name
+
+    a, b = tmp_path / "deep" / "set A" / "HR", tmp_path / "other"
+    a.mkdir(parents=True)
+    b.mkdir()
+    for folder in (a, b):
+        _save(folder / "im 1.png", _rand_img(5, 20, 20))
+    _save(a / "im 1.bmp", _rand_img(6, 20, 20))
+    _save(b / ("x" * 100 + ".png"), _rand_img(7, 20, 20))
+    bench = BenchmarkSet.from_images([a, b], scale=4)
+    names = [it.name for it in bench]
+    assert names == ["im_1", "im_1-2", "im_1-3", "x" * 64]
+    assert file_image_names([a / "q.png", b / "q.png"]) == ["q", "q-2"]
+    assert safe_name("../../etc/passwd") == "etc_passwd" and safe_name("///") == "image"
+    assert all("/" not in n for n in PatchDataset([a, b], lr_patch=4).names)
 
 
 # ------------------------------------------------------------------------------------------------

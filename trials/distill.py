@@ -4,10 +4,16 @@
 
 A trial lives in a folder (`<workdir>/trials/<config hash>` for `srstudy trial`, Tune's
 trial folder under Ray) holding `run.json` (its MLflow run id, written before training
-starts), `checkpoint.pth` (model, optimiser, RNG, iteration, run id) and, once finished,
-`result.json`. Restarted with the same config and workdir it resumes from the checkpoint
-into the same MLflow run and ends at the same iteration count; a finished trial returns its
-stored result.
+starts), `checkpoint.pth` (model, optimiser, RNG, iteration, run id) and, once training has
+finished, `result.json` (its metrics and the steps after training still missing; see
+`scoring`). Restarted with the same config and workdir it resumes from the checkpoint into
+the same MLflow run and ends at the same iteration count; a trained trial with missing steps
+completes them into the same run; a finished trial returns its stored result.
+
+After training nothing is lost: the training's metrics and `student.pth` are logged first,
+each later step (benchmarks, latency, inference energy, power trace, sample image) is
+isolated, and the run ends FINISHED with the failed steps recorded (`TrialResult.missing_steps`,
+the `post_training_failures` tag).
 
 Energy covers the training iterations this process ran (`energy_iterations` tag): after a
 resume the iterations before the crash are not re-measured, and the per-iteration figure
@@ -20,70 +26,50 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 from srstudy.config import TrialConfig, flatten
 from srstudy.energy import EnergyResult, energy_meter
 from srstudy.evaluate import evaluate_set, model_upscaler
-from srstudy.inference import resolve_device, super_resolve
-from srstudy.models.dvmsr import DVMSR, save_checkpoint
+from srstudy.inference import resolve_device
+from srstudy.models.dvmsr import DVMSR
 from srstudy.models.scan import resolve_backend
 from srstudy.tracking import TrialRun, default_tracking_uri
 
 from . import inputs
-from .loop import CHECKPOINT_NAME, LoopSpec, LoopState, load_training_checkpoint, measure_latency, train
+from .loop import CHECKPOINT_NAME, LoopSpec, LoopState, load_training_checkpoint, train
+from .scoring import RESULT_FILE, AfterTraining, new_record, read_record, write_record
 from .teacher import get_teacher
 from .teacher_bank import get_teacher_bank
 
 log = logging.getLogger("srstudy.trial")
 
 RUN_FILE = "run.json"
-RESULT_FILE = "result.json"
+__all__ = ["RESULT_FILE", "RUN_FILE", "TrialResult", "run_trial", "trial_dir_for"]
 
 Hook = Callable[[int, dict[str, float]], None]
 
 
 @dataclass
 class TrialResult:
+    """One trial's outcome. `missing_steps`: the steps after training that failed (step →
+    the error's last line); the training and its metrics are kept, and running the same
+    trial again completes them."""
+
     run_id: str
     metrics: dict[str, float]
     trial_dir: Path
     resumed_from: int | None = None
+    missing_steps: dict[str, str] = field(default_factory=dict)
 
 
 def trial_dir_for(cfg: TrialConfig, workdir: str | Path) -> Path:
     """`<workdir>/trials/<hash of the config>`: same config + workdir → same folder."""
     return Path(workdir).expanduser().resolve() / "trials" / cfg.identity()
-
-
-def _sample_image(lr: np.ndarray, sr: np.ndarray, hr: np.ndarray, scale: int, path: Path) -> Path:
-    """LR (nearest-upscaled) | SR | HR side by side, as one PNG."""
-    up = np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1)[: hr.shape[0], : hr.shape[1]]
-    sr8 = np.round(np.clip(sr * 255, 0, 255)).astype(np.uint8)
-    Image.fromarray(np.concatenate([up, sr8, hr], axis=1)).save(path)
-    return path
-
-
-def _inference_energy(model, *, device, height, width, seconds: float = 1.0, sample_hz: float) -> dict[str, float]:
-    """GPU energy per batch-1 inference, from a loop of at least `seconds` (absent on CPU)."""
-    meter = energy_meter(device=device, sample_hz=sample_hz)
-    if meter.source == "none":
-        return {}
-    x = torch.rand(1, 3, height, width, device=device)
-    n = 0
-    with torch.no_grad(), meter:
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            model(x)
-            n += 1
-    res = meter.result
-    return {} if res is None or res.energy_j is None else {"gpu_inference_energy_per_image_j": res.energy_j / n}
 
 
 def _peak_gpu_memory(device: torch.device) -> dict[str, float]:
@@ -111,7 +97,8 @@ def run_trial(
     on_checkpoint: Callable[[int, Path], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> TrialResult:
-    """Run (or resume, or return the finished result of) one trial; see the module docstring.
+    """Run (or resume, or complete, or return the finished result of) one trial; see the
+    module docstring.
 
     Hooks, for the study launcher: `on_validate(it, {"val_psnr", "val_ssim", "iteration"})`
     after each validation, `on_checkpoint(it, trial_dir)` after each checkpoint.
@@ -121,17 +108,65 @@ def run_trial(
     tracking_uri = tracking_uri or default_tracking_uri(workdir)
     tdir = Path(trial_dir) if trial_dir is not None else trial_dir_for(cfg, workdir)
     tdir.mkdir(parents=True, exist_ok=True)
-    if (tdir / RESULT_FILE).exists():
-        done = json.loads((tdir / RESULT_FILE).read_text())
-        log.info("trial in %s already finished (MLflow run %s)", tdir, done["run_id"])
-        if TrialRun(tracking_uri, done["run_id"]).ensure_finished():
-            log.info("closed MLflow run %s, left open by a crash after the trial finished", done["run_id"])
-        return TrialResult(done["run_id"], done["metrics"], tdir)
+    record = read_record(tdir)
+    if record is not None and not record["missing_steps"]:
+        log.info("trial in %s already finished (MLflow run %s)", tdir, record["run_id"])
+        if TrialRun(tracking_uri, record["run_id"]).ensure_finished():
+            log.info("closed MLflow run %s, left open by a crash after the trial finished", record["run_id"])
+        return TrialResult(record["run_id"], record["metrics"], tdir)
 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     backend = resolve_backend(cfg.scan_backend, device)
+    if record is None:
+        run, student, record, resumed_from = _train_student(
+            cfg, workdir=workdir, tracking_uri=tracking_uri, tdir=tdir, device=device, backend=backend,
+            parent_run_id=parent_run_id, run_name=run_name, teacher_cache=teacher_cache,
+            hooks=(on_validate, on_checkpoint, progress))
+    else:  # trained before, but steps after training are missing: complete them into the same run
+        log.info("trial in %s finished training; completing the missing step(s) %s into MLflow run %s",
+                 tdir, ", ".join(record["missing_steps"]), record["run_id"])
+        student = _trained_student(cfg, tdir, device, backend)
+        run = TrialRun.start(tracking_uri=tracking_uri, experiment=cfg.experiment, run_id=record["run_id"])
+        resumed_from = cfg.iterations
+    trained_here = resumed_from != cfg.iterations
+    try:
+        write_record(tdir, record)
+        missing = AfterTraining(cfg, run, student, device, tdir, record, rerun=not trained_here).run_missing()
+        if trained_here:  # the whole trial ran in this process: its wall time means something
+            record["metrics"]["wall_time_s"] = time.perf_counter() - wall0
+            write_record(tdir, record)
+            try:
+                run.log_metrics({"wall_time_s": record["metrics"]["wall_time_s"]}, step=cfg.iterations)
+            except Exception as e:  # noqa: BLE001 — it is in the record
+                log.warning("wall_time_s not logged to MLflow run %s (%s); it is in %s", run.run_id, e, RESULT_FILE)
+    except BaseException:
+        run.finish("KILLED")  # trained: never FAILED; the record lists what a re-run completes
+        raise
+    run.finish("FINISHED")
+    return TrialResult(run.run_id, record["metrics"], tdir, resumed_from or None, missing)
 
+
+def _trained_student(cfg: TrialConfig, tdir: Path, device: torch.device, backend: str) -> DVMSR:
+    """The trained student, from the trial's final checkpoint (to complete missing steps)."""
+    ckpt = tdir / CHECKPOINT_NAME
+    if not ckpt.exists():
+        raise FileNotFoundError(f"{tdir / RESULT_FILE} lists missing steps but the final checkpoint {ckpt} is "
+                                f"gone; delete the folder {tdir} to run the trial again from the start")
+    obj = torch.load(ckpt, map_location=device, weights_only=True)
+    if obj["iteration"] != cfg.iterations:
+        raise RuntimeError(f"{ckpt} is at iteration {obj['iteration']}, not the trial's final {cfg.iterations}; "
+                           f"delete {tdir / RESULT_FILE} to resume the training from it")
+    student = DVMSR(cfg.student.to_model_config(cfg.scale)).to(device)
+    student.load_state_dict(obj["model"])
+    student.set_scan_backend(backend)
+    return student.eval()
+
+
+def _train_student(cfg: TrialConfig, *, workdir: Path, tracking_uri: str, tdir: Path, device, backend,
+                   parent_run_id, run_name, teacher_cache, hooks) -> tuple[TrialRun, DVMSR, dict[str, Any], int | None]:
+    """Teacher, then the student's training (resumed from its checkpoint); returns the run,
+    the trained student, the trial's record and the iteration training resumed from."""
     # teacher: from a checkpoint, the cache, or trained now (once for all trials)
     images = inputs.train_images(cfg.data)
     teacher = None
@@ -159,23 +194,21 @@ def run_trial(
     state = state or LoopState(extra={"run_id": run.run_id})
     resumed_from = state.iteration or None
     try:
-        metrics = _train_and_score(cfg, run, student, optimizer, state, teacher, images, device, backend, tdir,
-                                   on_validate, on_checkpoint, progress, teacher_dir)
+        record = _train_and_measure(cfg, run, student, optimizer, state, teacher, images, device, backend, tdir,
+                                    *hooks, teacher_dir)
     except KeyboardInterrupt:
         run.finish("KILLED")  # resumable: the next start reopens this run
         raise
     except Exception:
         run.finish("FAILED")
         raise
-    metrics["wall_time_s"] = time.perf_counter() - wall0
-    run.log_metrics({"wall_time_s": metrics["wall_time_s"]}, step=cfg.iterations)
-    (tdir / RESULT_FILE).write_text(json.dumps({"run_id": run.run_id, "metrics": metrics}, indent=1))
-    run.finish("FINISHED")
-    return TrialResult(run.run_id, metrics, tdir, resumed_from)
+    return run, student, record, resumed_from
 
 
-def _train_and_score(cfg, run: TrialRun, student, optimizer, state, teacher, images, device, backend, tdir,
-                     on_validate, on_checkpoint, progress, teacher_dir: Path) -> dict[str, float]:
+def _train_and_measure(cfg, run: TrialRun, student, optimizer, state, teacher, images, device, backend, tdir,
+                       on_validate, on_checkpoint, progress, teacher_dir: Path) -> dict[str, Any]:
+    """Train the student; returns the trial's record (what training measured, every step
+    after training still to run)."""
     run.log_params(flatten(cfg.model_dump(mode="json")))
     run.set_tags({
         "device": str(device),
@@ -244,30 +277,7 @@ def _train_and_score(cfg, run: TrialRun, student, optimizer, state, teacher, ima
         metrics["iterations_per_s"] = ran / train_s
     metrics.update(_peak_gpu_memory(device))
     metrics.update(energy.metrics(iterations=ran or None))
-    run.set_tags({**energy.tags(), "energy_iterations": ran, "resumed_from": start_it or None})
+    final = {k: v for k, v in metrics.items() if k not in static and k not in last_val}  # not logged yet
+    tags = {**energy.tags(), "energy_iterations": ran, "resumed_from": start_it or None}
+    return new_record(run.run_id, metrics, final_metrics=final, final_tags=tags, energy=energy)
 
-    for bench in inputs.benchmark_sets(cfg.data, scale=cfg.scale):
-        res = evaluate_set(up, bench)
-        metrics[f"{bench.name}_psnr"], metrics[f"{bench.name}_ssim"] = res["psnr"], res["ssim"]
-    lat = cfg.latency
-    metrics.update(measure_latency(student, device=device, height=lat.height, width=lat.width,
-                                   repeats=lat.repeats, warmup=lat.warmup))
-    metrics.update(_inference_energy(student, device=device, height=lat.height, width=lat.width,
-                                     sample_hz=cfg.energy_sample_hz))
-    run.set_tags({"latency_device": str(device), "latency_input": f"1x3x{lat.height}x{lat.width}"})
-    run.log_metrics({k: v for k, v in metrics.items() if k not in static and k not in last_val}, step=cfg.iterations)
-
-    # artifacts: the student (state_dict + config JSON), power trace, a sample image
-    art = tdir / "artifacts"
-    art.mkdir(exist_ok=True)
-    save_checkpoint(student, art / "student.pth")
-    (art / "student_config.json").write_text(json.dumps(student.cfg.to_dict(), indent=1))
-    for p in (energy.write_trace_csv(art / "power_trace.csv"), energy.plot_trace(art / "power_trace.png")):
-        if p is not None:
-            run.log_artifact(p, "energy")
-    item = val[0]
-    sr = super_resolve(student, item.lr, scale=cfg.scale, device=device)
-    _sample_image(item.lr, sr, item.hr, cfg.scale, art / f"sample_{item.name}.png")
-    for name in ("student.pth", "student_config.json", f"sample_{item.name}.png"):
-        run.log_artifact(art / name, "student" if name.startswith("student") else "samples")
-    return metrics

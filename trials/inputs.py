@@ -8,12 +8,16 @@ import numpy as np
 
 from srstudy.config import DataConfig
 from srstudy.data import BenchmarkSet, PatchDataset, default_split, list_images, load_image
+from srstudy.image_names import file_image_names
 
 Images = list[tuple[str, np.ndarray]]
 
 
 def _folder_images(folders: list[Path]) -> Images:
-    return [(str(f), load_image(f)) for folder in folders for f in list_images(folder)]
+    """Every image in the folders, named by its short, safe, unique file stem (never its path:
+    the name ends up in artifact file names)."""
+    files = [f for folder in folders for f in list_images(folder)]
+    return [(name, load_image(f)) for name, f in zip(file_image_names(files), files)]
 
 
 def train_images(data: DataConfig) -> Images:
