@@ -41,7 +41,8 @@ FLAGS = [  # with_D, with_z, with_bias, softplus
     (True, False, True, False),
     (False, True, False, True),
 ]
-N_INTERPRETED = len(CASES) * len(FLAGS) + 4  # + the three below + the DVMSR one
+CONV_CASES = [(2, 3, 37, True), (1, 4, 200, False), (2, 2, 1, True), (3, 5, 64, True)]  # Bt, Dm, L, bias
+N_INTERPRETED = len(CASES) * len(FLAGS) + 4 + len(CONV_CASES) + 2  # + the three below + DVMSR, conv, mixers
 
 
 def _against_reference(shape, flags, *, device, dtype=torch.float32, seed=0):
@@ -123,6 +124,62 @@ def test_interpreted_dvmsr_with_triton_scan_matches_chunked():
     assert (grads[0] - grads[1]).abs().max() <= 1e-5 * grads[0].abs().max()
 
 
+def _conv_against_conv1d(Bt, Dm, L, with_bias, *, device, dtype=torch.float32, seed=0):
+    """Max relative error of causal_conv1d_silu (value, dx, dw, dbias) vs F.conv1d + SiLU in float64.
+
+    x is given channel-major ((Dm, Bt, L) storage seen as (Bt, Dm, L)), as the mixer passes it."""
+    import torch.nn.functional as F
+    from srstudy.models.conv_triton import causal_conv1d_silu
+
+    g = torch.Generator().manual_seed(seed)
+    x, w = torch.randn(Bt, Dm, L, generator=g).to(dtype).double(), torch.randn(Dm, 1, 4, generator=g).double()
+    b = torch.randn(Dm, generator=g).double() if with_bias else None
+    gy = torch.randn(Bt, Dm, L, generator=g).double()
+    ref_in = [t.clone().requires_grad_() for t in (x, w, b) if t is not None]
+    ref = F.silu(F.conv1d(ref_in[0], ref_in[1], ref_in[2] if with_bias else None, padding=3, groups=Dm)[..., :L])
+    ref.backward(gy)
+    xc = x.to(device, dtype).transpose(0, 1).contiguous().transpose(0, 1).requires_grad_()
+    mine = [t.to(device, torch.float32).requires_grad_() for t in (w, b) if t is not None]
+    out = causal_conv1d_silu(xc, mine[0], mine[1] if with_bias else None)
+    out.backward(gy.to(device, dtype))
+    assert out.dtype == dtype and out.stride() == xc.stride()  # the output keeps the input's layout
+    return [rel_err(out.cpu(), ref)] + [rel_err(a.grad.cpu(), r.grad) for a, r in zip([xc, *mine], ref_in)]
+
+
+@interpreted
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_interpreted_causal_conv_silu_matches_conv1d(case):
+    errs = _conv_against_conv1d(*case, device="cpu")
+    assert max(errs) <= 2e-5, errs
+
+
+def _mixers_agree(device, lowrank: bool):
+    """The channel-major mixer path (Triton conv + scan, strided) vs the token-major one: values and grads."""
+    from srstudy.models.mamba import MambaMixer, MixerConfig
+
+    torch.manual_seed(0)
+    mixer = MambaMixer(MixerConfig(d_model=8, d_state=4, rank=2, lowrank_proj=lowrank), scan_backend="triton")
+    mixer = mixer.to(device)
+    x = torch.randn(2, 50, 8, device=device)
+    outs, grads = [], []
+    for fwd in (mixer._forward_token_major, mixer._forward_channel_major):
+        mixer.zero_grad()
+        xi = x.clone().requires_grad_()
+        y = fwd(xi)
+        y.square().mean().backward()
+        outs.append(y.detach())
+        grads.append(torch.cat([xi.grad.flatten()] + [p.grad.flatten() for p in mixer.parameters()]))
+    assert outs[1].shape == outs[0].shape
+    assert (outs[0] - outs[1]).abs().max() <= 1e-5 * outs[0].abs().max()
+    assert (grads[0] - grads[1]).abs().max() <= 1e-5 * grads[0].abs().max()
+
+
+@interpreted
+def test_interpreted_channel_major_mixer_matches_token_major():
+    _mixers_agree("cpu", lowrank=False)
+    _mixers_agree("cpu", lowrank=True)
+
+
 @needs_triton
 @pytest.mark.skipif(INTERPRETING or CUDA, reason="the driver of the interpreted cases, on CPU machines")
 def test_triton_kernels_in_the_interpreter_match_reference():
@@ -162,6 +219,26 @@ def test_compiled_kernels_on_cuda_match_reference():
     _run_cases_on("cuda")
     errs = _against_reference((2, 3, 70, 4, 32), FLAGS[0], device="cuda", dtype=torch.bfloat16)
     assert max(errs.values()) <= 1.5e-2, errs
+    for case in CONV_CASES + [(4, 64, 5000, True)]:  # the last: several programs per row
+        assert max(_conv_against_conv1d(*case, device="cuda")) <= 2e-5, case
+    assert max(_conv_against_conv1d(2, 8, 300, True, device="cuda", dtype=torch.bfloat16)) <= 1.5e-2
+    _mixers_agree("cuda", lowrank=False)
+    _mixers_agree("cuda", lowrank=True)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA or INTERPRETING, reason="needs an NVIDIA GPU")
+@needs_triton
+@pytest.mark.parametrize("tile", [(32, 1, 4), (32, 2, 2), (64, 2, 4), (128, 1, 4)], ids=str)
+def test_compiled_kernels_every_tile_shape(monkeypatch, tile):
+    """Each (tokens, channels, warps) tile the benchmarks try computes the same scan."""
+    from srstudy.models import scan_triton
+
+    monkeypatch.setitem(scan_triton.CONFIG, "fwd", tile)
+    monkeypatch.setitem(scan_triton.CONFIG, "bwd", tile)
+    for shape in [(2, 3, 300, 16, None), (1, 5, 37, 4, None)]:
+        errs = _against_reference(shape, FLAGS[0], device="cuda")
+        assert max(errs.values()) <= 2e-5, (shape, errs)
 
 
 @pytest.mark.cuda
