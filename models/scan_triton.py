@@ -53,7 +53,7 @@ __all__ = ["selective_scan_triton", "triton_unavailable", "CONFIG", "BLOCK_L"]
 #: (tokens per chunk, channels per program, warps per program) of the forward and backward
 #: kernels; the backward's tokens per chunk must be a multiple of the forward's (it reads the
 #: states the forward stored at its chunk starts).
-CONFIG = {"fwd": (32, 2, 2), "bwd": (32, 4, 4)}
+CONFIG = {"fwd": (32, 1, 4), "bwd": (32, 1, 4)}
 BLOCK_L = CONFIG["fwd"][0]
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x·log2 e)
 

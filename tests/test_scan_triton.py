@@ -42,7 +42,7 @@ FLAGS = [  # with_D, with_z, with_bias, softplus
     (False, True, False, True),
 ]
 CONV_CASES = [(2, 3, 37, True), (1, 4, 200, False), (2, 2, 1, True), (3, 5, 64, True)]  # Bt, Dm, L, bias
-N_INTERPRETED = len(CASES) * len(FLAGS) + 4 + len(CONV_CASES) + 2  # + the three below + DVMSR, conv, mixers
+N_INTERPRETED = len(CASES) * len(FLAGS) + 5 + len(CONV_CASES) + 2  # + the four below + DVMSR, conv, mixers
 
 
 def _against_reference(shape, flags, *, device, dtype=torch.float32, seed=0):
@@ -82,6 +82,18 @@ def test_interpreted_forward_and_gradients_match_reference(shape, flags):
 def test_interpreted_bf16_inputs_give_bf16_output_close_to_reference():
     errs = _against_reference((2, 3, 70, 4, 32), FLAGS[0], device="cpu", dtype=torch.bfloat16)
     assert max(errs.values()) <= 1.5e-2, errs  # fp32 inside; y and the gradients rounded to bf16 (eps 7.8e-3)
+
+
+@interpreted
+def test_interpreted_channel_groups_and_longer_backward_chunks(monkeypatch):
+    """G channels per program (here more than Dm: masked channels) and a backward chunk twice the forward's."""
+    from srstudy.models import scan_triton
+
+    monkeypatch.setitem(scan_triton.CONFIG, "fwd", (8, 2, 1))
+    monkeypatch.setitem(scan_triton.CONFIG, "bwd", (16, 4, 1))
+    for shape in [(2, 3, 37, 4, None), (1, 5, 64, 16, None)]:
+        errs = _against_reference(shape, FLAGS[0], device="cpu")
+        assert max(errs.values()) <= 2e-5, (shape, errs)
 
 
 @interpreted
