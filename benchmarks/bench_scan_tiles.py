@@ -27,10 +27,10 @@ from triton.testing import do_bench
 from srstudy.models import scan as S
 from srstudy.models import scan_triton as ST
 
-TILES = [  # forward (T, G, warps) / backward (T, G, warps); the backward's T a multiple of the forward's
-    ((32, 1, 4), (32, 1, 4)), ((32, 2, 2), (32, 4, 4)), ((64, 1, 4), (64, 1, 4)), ((32, 1, 2), (32, 1, 2)),
-    ((64, 2, 4), (64, 1, 8)), ((128, 1, 4), (128, 1, 8)), ((16, 1, 4), (32, 1, 4)), ((32, 4, 4), (32, 2, 8)),
-    ((64, 1, 2), (64, 2, 8)), ((32, 1, 1), (32, 1, 1)),
+TILES = [  # forward / backward (T, G, warps[, token tiles]); the backward's T a multiple of the forward's
+    ((32, 1, 1), (32, 1, 1)), ((32, 1, 1, 1), (32, 1, 1, 1)), ((16, 1, 1), (16, 1, 1)),
+    ((16, 1, 1, 1), (16, 1, 1, 1)), ((32, 1, 1), (64, 1, 2)), ((16, 1, 1), (32, 1, 1, 1)),
+    ((32, 1, 1, 1), (32, 1, 1)), ((32, 1, 2), (32, 1, 2)), ((16, 1, 2), (16, 1, 2)), ((32, 2, 1), (32, 1, 1, 1)),
 ]
 
 

@@ -42,6 +42,16 @@ def build(impl: str, name: str, device: torch.device, **overrides) -> torch.nn.M
     return DVMSR(cfg).set_scan_backend(impl).to(device)
 
 
+def set_scan_tiles(spec: str) -> None:
+    """Set the Triton scan's tiles from "fwd=T,G,W[,tok];bwd=T,G,W[,tok]" (empty: keep the defaults)."""
+    if spec:
+        from srstudy.models import scan_triton
+
+        for part in spec.split(";"):
+            which, tile = part.split("=")
+            scan_triton.CONFIG[which.strip()] = tuple(int(v) for v in tile.split(","))
+
+
 def step_fn(student, teacher, optimizer, lr, hr, alpha: float, device, precision: str, bank_targets=None):
     """One training step as the trial loop takes it (teacher None: student-only L1 to HR;
     `bank_targets`: the teacher bank's float16 outputs, copied from pinned host memory)."""
@@ -79,12 +89,7 @@ def main() -> None:
     ap.add_argument("--scan-tiles", default="", help="fwd=T,G,W;bwd=T,G,W for the Triton scan kernels")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    if args.scan_tiles:
-        from srstudy.models import scan_triton
-
-        for part in args.scan_tiles.split(";"):
-            which, tile = part.split("=")
-            scan_triton.CONFIG[which.strip()] = tuple(int(v) for v in tile.split(","))
+    set_scan_tiles(args.scan_tiles)
     device = torch.device(args.device)
     impls = [b for b in args.backends.split(",") if b] + ([] if args.no_reference else ["reference"])
     report = {

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from bench_train_step import build, step_fn
+from bench_train_step import build, set_scan_tiles, step_fn
 
 
 def main() -> None:
@@ -23,8 +23,10 @@ def main() -> None:
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--rows", type=int, default=30)
+    ap.add_argument("--scan-tiles", default="", help="fwd=T,G,W[,tok];bwd=T,G,W[,tok] for the Triton scan")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    set_scan_tiles(args.scan_tiles)
     device = torch.device("cuda")
     g = torch.Generator().manual_seed(0)
     lr = torch.rand(args.batch, 3, 64, 64, generator=g).to(device)

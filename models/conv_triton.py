@@ -55,7 +55,7 @@ def _bwd_kernel(x_ptr, w_ptr, b_ptr, du_ptr, dx_ptr, dw_ptr, db_ptr, Dm, L, sx_b
     off = b * sx_b + d.to(tl.int64) * sx_d
     bias = tl.load(b_ptr + d).to(tl.float32) if HAS_BIAS else 0.0
     kk = tl.arange(0, K)
-    dw_acc = tl.zeros([K], tl.float32)
+    dw_acc = tl.zeros([K, BLOCK], tl.float32)
     db_acc = tl.zeros([BLOCK], tl.float32)
     for i in range(SPAN // BLOCK):
         tt = part * SPAN + i * BLOCK + tl.arange(0, BLOCK)
@@ -68,12 +68,11 @@ def _bwd_kernel(x_ptr, w_ptr, b_ptr, du_ptr, dx_ptr, dw_ptr, db_ptr, Dm, L, sx_b
             dx += tl.load(w_ptr + d * K + (K - 1 - j)).to(tl.float32) * g
             if j == 0:  # this block's own dpre: dbias and dw[k] = Σ_t dpre[t]·x[t − K + 1 + k]
                 db_acc += g
-                for k in tl.static_range(K):
-                    src = tt - (K - 1) + k
-                    xk = tl.load(x_ptr + off + src, mask=(src >= 0) & (src < L), other=0.0).to(tl.float32)
-                    dw_acc += tl.where(kk == k, tl.sum(g * xk, axis=0), 0.0)
+                src = tt[None, :] - (K - 1) + kk[:, None]                       # (K, BLOCK)
+                xs = tl.load(x_ptr + off + src, mask=(src >= 0) & (src < L), other=0.0).to(tl.float32)
+                dw_acc += g[None, :] * xs
         tl.store(dx_ptr + off + tt, dx.to(dx_ptr.dtype.element_ty), mask=tt < L)
-    tl.atomic_add(dw_ptr + d * K + kk, dw_acc, sem="relaxed")
+    tl.atomic_add(dw_ptr + d * K + kk, tl.sum(dw_acc, axis=1), sem="relaxed")
     if HAS_BIAS:
         tl.atomic_add(db_ptr + d, tl.sum(db_acc, axis=0), sem="relaxed")
 

@@ -50,9 +50,10 @@ import triton.language as tl
 
 __all__ = ["selective_scan_triton", "triton_unavailable", "CONFIG", "BLOCK_L"]
 
-#: (tokens per chunk, channels per program, warps per program) of the forward and backward
-#: kernels; the backward's tokens per chunk must be a multiple of the forward's (it reads the
-#: states the forward stored at its chunk starts).
+#: (tokens per chunk, channels per program, warps per program[, token tiles]) of the forward and
+#: backward kernels; the backward's tokens per chunk must be a multiple of the forward's (it
+#: reads the states the forward stored at its chunk starts).  Token tiles (a 4th entry, 1): per-token
+#: values held as (G, N, T) tiles, see `_chunk`.
 CONFIG = {"fwd": (32, 1, 4), "bwd": (32, 1, 4)}
 BLOCK_L = CONFIG["fwd"][0]
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x·log2 e)
@@ -108,12 +109,34 @@ def _program(A_ptr, D_ptr, bias_ptr, Dm, N, n_groups, su_b, su_d, sB_b, sB_n,
 
 
 @triton.jit
+def _row0(mask, n, TOK: tl.constexpr):
+    """A per-token mask restricted to row n = 0 when tokens are held as (G, N, T) tiles."""
+    if TOK > 1:
+        return mask & (n == 0)
+    return mask
+
+
+@triton.jit
+def _row0_value(x, n, TOK: tl.constexpr):
+    """A per-token value kept in row n = 0 only (0 elsewhere) when tokens are held as (G, N, T) tiles."""
+    if TOK > 1:
+        return tl.where(n == 0, x, 0.0)
+    return x
+
+
+@triton.jit
 def _chunk(u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, t, dm, nm, A2, bias, h_in, L,
-           SOFTPLUS: tl.constexpr, BLOCK: tl.constexpr):
-    """Chunk c's inputs and its states h_t : (G, N, T) from the states h_in : (G, N, 1) entering it."""
+           SOFTPLUS: tl.constexpr, BLOCK: tl.constexpr, TOK: tl.constexpr):
+    """Chunk c's inputs and its states h_t : (G, N, T) from the states h_in : (G, N, 1) entering it.
+
+    TOK = 1: per-token values (u, Δ, …) are (G, 1, T) tiles; TOK = N: they are loaded as (G, N, T)
+    tiles (every row the same), which gives them the state tiles' layout: fewer layout conversions
+    for more registers and special-function work."""
     tt = c * BLOCK + t                                                          # (1, 1, T)
+    if TOK > 1:
+        tt = tt + nm.to(tl.int32) * 0                                           # (1, N, T)
     tm = tt < L
-    m1 = dm & tm                                                                # (G, 1, T)
+    m1 = dm & tm                                                                # (G, TOK, T)
     u = tl.load(u_ptr + row + tt, mask=m1, other=0.0).to(tl.float32)
     dt, raw = _delta(dt_ptr, row + tt, m1, bias, SOFTPLUS)
     mB = nm & tm                                                                # (1, N, T)
@@ -131,7 +154,8 @@ def _chunk(u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, t, dm, nm, A2, bias, h_in, L
 def _fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr, hc_ptr,
                 Dm, L, N, n_chunks, n_groups, su_b, su_d, sB_b, sB_n,
                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr, G: tl.constexpr):
+                SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr, G: tl.constexpr,
+                TOK: tl.constexpr):
     b, d, n, t, dm, nm, A2, bias, Dd, row, bc = _program(
         A_ptr, D_ptr, bias_ptr, Dm, N, n_groups, su_b, su_d, sB_b, sB_n, HAS_D, HAS_BIAS, N_P2, BLOCK, G)
     hc_rows = ((b * Dm + d) * n_chunks) * N + n                                 # (G, N, 1)
@@ -139,14 +163,14 @@ def _fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_pt
     for c in range(n_chunks):
         tl.store(hc_ptr + hc_rows + c * N, h, mask=dm & nm)                     # state entering chunk c
         tt, tm, m1, mB, u, dt, raw, dtu, Bv, Cv, bb, hs = _chunk(
-            u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, t, dm, nm, A2, bias, h, L, SOFTPLUS, BLOCK)
+            u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, t, dm, nm, A2, bias, h, L, SOFTPLUS, BLOCK, TOK)
         y = tl.sum(hs * Cv, axis=1, keep_dims=True)                             # y : (G, 1, T)
         if HAS_D:
             y += Dd * u
         if HAS_Z:
             zv = tl.load(z_ptr + row + tt, mask=m1, other=0.0).to(tl.float32)
             y = y * zv * tl.sigmoid(zv)
-        tl.store(y_ptr + row + tt, y.to(y_ptr.dtype.element_ty), mask=m1)
+        tl.store(y_ptr + row + tt, y.to(y_ptr.dtype.element_ty), mask=_row0(m1, n, TOK))
         h = tl.sum(tl.where(t == BLOCK - 1, hs, 0.0), axis=2, keep_dims=True)  # padded steps are identities
 
 
@@ -155,23 +179,25 @@ def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_p
                 du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr,
                 Dm, L, N, n_chunks, n_groups, su_b, su_d, sB_b, sB_n, hc_chunks, hc_every,
                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr, G: tl.constexpr):
+                SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr, G: tl.constexpr,
+                TOK: tl.constexpr):
     b, d, n, t, dm, nm, A2, bias, Dd, row, bc = _program(
         A_ptr, D_ptr, bias_ptr, Dm, N, n_groups, su_b, su_d, sB_b, sB_n, HAS_D, HAS_BIAS, N_P2, BLOCK, G)
     A = A2 / LOG2E
     hc_rows = ((b * Dm + d) * hc_chunks) * N + n      # the forward stored a state every hc_every of our chunks
     g_in = tl.zeros([G, N_P2, 1], dtype=tl.float32)   # ∂loss/∂h at the first token of the next chunk
     dA_acc = tl.zeros([G, N_P2, BLOCK], dtype=tl.float32)
-    dD_acc = tl.zeros([G, 1, BLOCK], dtype=tl.float32)
-    dbias_acc = tl.zeros([G, 1, BLOCK], dtype=tl.float32)
+    dD_acc = tl.zeros([G, TOK, BLOCK], dtype=tl.float32)
+    dbias_acc = tl.zeros([G, TOK, BLOCK], dtype=tl.float32)
     for ci in range(n_chunks):
         c = n_chunks - 1 - ci
         h0 = tl.load(hc_ptr + hc_rows + c * hc_every * N, mask=dm & nm, other=0.0)
         # recompute the chunk's states from its entry state
         tt, tm, m1, mB, u, dt, raw, dtu, Bv, Cv, bb, hs = _chunk(
-            u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, t, dm, nm, A2, bias, h0, L, SOFTPLUS, BLOCK)
+            u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, t, dm, nm, A2, bias, h0, L, SOFTPLUS, BLOCK, TOK)
+        ms = _row0(m1, n, TOK)                                                  # per-token stores
         dt_next, _r = _delta(dt_ptr, row + tt + 1, dm & (tt + 1 < L), bias, SOFTPLUS)
-        dy = tl.load(dy_ptr + row + tt, mask=m1, other=0.0).to(tl.float32)   # (G, 1, T)
+        dy = tl.load(dy_ptr + row + tt, mask=m1, other=0.0).to(tl.float32)   # (G, TOK, T)
         if HAS_Z:  # y = (Σ C·h + D·u)·silu(z)
             zv = tl.load(z_ptr + row + tt, mask=m1, other=0.0).to(tl.float32)
             sz = tl.sigmoid(zv)
@@ -179,11 +205,11 @@ def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_p
             if HAS_D:
                 y_pre += Dd * u
             tl.store(dz_ptr + row + tt, (dy * y_pre * sz * (1.0 + zv * (1.0 - sz))).to(dz_ptr.dtype.element_ty),
-                     mask=m1)
+                     mask=ms)
             dy = dy * zv * sz
-        du = tl.zeros([G, 1, BLOCK], dtype=tl.float32)
+        du = tl.zeros([G, TOK, BLOCK], dtype=tl.float32)
         if HAS_D:
-            dD_acc += dy * u
+            dD_acc += _row0_value(dy * u, n, TOK)
             du = dy * Dd
         tl.atomic_add(dC_ptr + bc + tt, tl.sum(dy * hs, axis=0, keep_dims=True), mask=mB, sem="relaxed")
         # adjoint: g_t = C_t·dy_t + a_{t+1}·g_{t+1}, reverse scan, g_in carried from the next chunk
@@ -200,14 +226,20 @@ def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_p
         if SOFTPLUS:
             ddt = tl.where(raw <= 20.0, ddt * tl.sigmoid(raw), ddt)
         ddt = tl.where(m1, ddt, 0.0)
-        dbias_acc += ddt
-        tl.store(du_ptr + row + tt, du.to(du_ptr.dtype.element_ty), mask=m1)
-        tl.store(ddt_ptr + row + tt, ddt.to(ddt_ptr.dtype.element_ty), mask=m1)
+        dbias_acc += _row0_value(ddt, n, TOK)
+        tl.store(du_ptr + row + tt, du.to(du_ptr.dtype.element_ty), mask=ms)
+        tl.store(ddt_ptr + row + tt, ddt.to(ddt_ptr.dtype.element_ty), mask=ms)
     tl.atomic_add(dA_ptr + d * N + n, tl.sum(dA_acc, axis=2, keep_dims=True), mask=dm & nm, sem="relaxed")
     if HAS_D:
-        tl.atomic_add(dD_ptr + d, tl.sum(dD_acc, axis=2, keep_dims=True), mask=dm, sem="relaxed")
+        tl.atomic_add(dD_ptr + d, _total(dD_acc), mask=dm, sem="relaxed")
     if HAS_BIAS:
-        tl.atomic_add(dbias_ptr + d, tl.sum(dbias_acc, axis=2, keep_dims=True), mask=dm, sem="relaxed")
+        tl.atomic_add(dbias_ptr + d, _total(dbias_acc), mask=dm, sem="relaxed")
+
+
+@triton.jit
+def _total(acc):
+    """(G, TOK, T) accumulator -> (G, 1, 1) per-channel sum."""
+    return tl.sum(tl.sum(acc, axis=2, keep_dims=True), axis=1, keep_dims=True)
 
 
 def _next_pow2(n: int) -> int:
@@ -227,10 +259,11 @@ def _tokens_inner(x: torch.Tensor) -> torch.Tensor:
     return x if (x.stride(-1) == 1 and dense) else x.contiguous()
 
 
-def _tile(which: str, Dm: int, block: int | None) -> tuple[int, int, int]:
-    """(tokens per chunk, channels per program, warps) for the `which` kernel; `block` overrides the tokens."""
-    T, G, warps = CONFIG[which]
-    return (block or T), min(G, _next_pow2(Dm)), warps
+def _tile(which: str, Dm: int, N: int, block: int | None) -> tuple[int, int, int, int]:
+    """(tokens per chunk, channels per program, warps, token-tile rows) for the `which` kernel;
+    `block` overrides the tokens per chunk."""
+    T, G, warps, *tok = CONFIG[which]
+    return (block or T), min(G, _next_pow2(Dm)), warps, (_next_pow2(N) if tok and tok[0] else 1)
 
 
 class _TritonScan(torch.autograd.Function):
@@ -242,7 +275,7 @@ class _TritonScan(torch.autograd.Function):
         C = _like(C, B)
         Bt, Dm, L = u.shape
         N = A.shape[1]
-        T, G, warps = _tile("fwd", Dm, block)
+        T, G, warps, TOK = _tile("fwd", Dm, N, block)
         n_chunks, n_groups = max(1, math.ceil(L / T)), math.ceil(Dm / G)
         Af = A.float().contiguous()
         Df = None if D is None else D.float().contiguous()
@@ -253,7 +286,7 @@ class _TritonScan(torch.autograd.Function):
             u, delta, Af, B, C, _or(Df, Af), _or(z, u), _or(bf, Af), y, hc,
             Dm, L, N, n_chunks, n_groups, u.stride(0), u.stride(1), B.stride(0), B.stride(1),
             HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=bf is not None,
-            SOFTPLUS=bool(delta_softplus), N_P2=_next_pow2(N), BLOCK=T, G=G, num_warps=warps,
+            SOFTPLUS=bool(delta_softplus), N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, num_warps=warps,
         )
         ctx.save_for_backward(u, delta, Af, B, C, Df, z, bf, hc)
         ctx.meta = (bool(delta_softplus), T, block, A.dtype,
@@ -266,7 +299,7 @@ class _TritonScan(torch.autograd.Function):
         softplus, T_fwd, block, A_dtype, D_dtype, bias_dtype = ctx.meta
         Bt, Dm, L = u.shape
         N = Af.shape[1]
-        T, G, warps = _tile("bwd", Dm, block)
+        T, G, warps, TOK = _tile("bwd", Dm, N, block)
         if T % T_fwd:  # the forward stored the state entering every T_fwd tokens: read every T/T_fwd-th
             T = T_fwd
         n_chunks, n_groups = max(1, math.ceil(L / T)), math.ceil(Dm / G)
@@ -284,7 +317,7 @@ class _TritonScan(torch.autograd.Function):
             Dm, L, N, n_chunks, n_groups, u.stride(0), u.stride(1), B.stride(0), B.stride(1),
             hc.shape[2], T // T_fwd,
             HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=bf is not None,
-            SOFTPLUS=softplus, N_P2=_next_pow2(N), BLOCK=T, G=G, num_warps=warps,
+            SOFTPLUS=softplus, N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, num_warps=warps,
         )
         cast = lambda g, dtype: None if g is None else g.to(dtype)
         return (du, ddelta, dA.to(A_dtype), dB.to(B.dtype), dC.to(C.dtype), cast(dD, D_dtype), dz,

@@ -8,7 +8,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; R=$OUT/r; mkdir -p "$R" /tmp/whlout
-STAGES=${STAGES:-"tiles profile mamba step"}
+STAGES=${STAGES:-"tests tiles profile mamba step"}
 TILES=${TILES:-}   # e.g. "fwd=32,1,4;bwd=32,1,4" for the step benchmark
 t0=$(date +%s); el() { echo "[t=$(( $(date +%s) - t0 ))s] $*"; }
 has() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -23,27 +23,29 @@ if has mamba; then
   fi
 fi
 extras=(); for f in .devvar/*.py; do [[ -e "$f" ]] && extras+=(--extra "$(basename "$f" .py)=$f"); done
+if has tests; then
+  el "GPU tests"
+  python3 -m pytest -q -m cuda -p no:cacheprovider -n 16 tests/test_scan_triton.py > "$R/tests.log" 2>&1
+  tail -4 "$R/tests.log"
+fi
 if has tiles; then
   el "scan tiles at the training shapes"
-  python3 benchmarks/bench_scan_tiles.py "${extras[@]}" --out "$R/scan_tiles.json" > "$R/scan_tiles.log" 2>&1
+  python3 benchmarks/bench_scan_tiles.py ${extras[@]+"${extras[@]}"} --out "$R/scan_tiles.json" > "$R/scan_tiles.log" 2>&1
   grep -E "^(shape|D[0-9]|conv)" "$R/scan_tiles.log" | grep -v "{" ; grep -E "Error|error" "$R/scan_tiles.log" | head -5
   if [[ -z "$TILES" ]]; then  # the fastest tile pair (forward + backward, D 64 fp32) for the steps below
     TILES=$(python3 -c "
 import json, re
 r = json.load(open('$R/scan_tiles.json'))['scan']
 t = {k: v['fwdbwd_ms'] for k, v in r.items() if k.startswith('D64/float32/triton[') and 'fwdbwd_ms' in v}
-f, b = json.loads(re.search(r'\[.*\]', min(t, key=t.get)).group(0).replace('(', '[').replace(')', ']'))
-print(f'fwd={f[0]},{f[1]},{f[2]};bwd={b[0]},{b[1]},{b[2]}')" 2>/dev/null)
+f, b = json.loads(re.search(r'\\[.*\\]', min(t, key=t.get)).group(0).replace('(', '[').replace(')', ']'))
+print('fwd=' + ','.join(map(str, f)) + ';bwd=' + ','.join(map(str, b)))" 2>/dev/null)
     echo "tiles for the steps: ${TILES:-defaults}"
   fi
 fi
 if has profile; then
   el "profile of the student step (triton)"
-  python3 benchmarks/profile_step.py --impls triton --precisions fp32,bf16 --rows 40 --out "$R/profile_triton.txt" 2>&1 | grep "===="
-fi
-if has tests; then
-  el "GPU tests"
-  python3 -m pytest -q -m cuda -p no:cacheprovider tests/test_scan_triton.py 2>&1 | tail -4
+  python3 benchmarks/profile_step.py --impls triton --precisions fp32,bf16 --rows 40 ${TILES:+--scan-tiles "$TILES"} \
+    --out "$R/profile_triton.txt" 2>&1 | grep "===="
 fi
 if has mamba; then
   el "waiting for mamba-ssm"; wait; echo "mamba-ssm install rc=$(cat /tmp/build.rc 2>/dev/null)"; tail -3 "$R/build.log"
