@@ -149,8 +149,9 @@ def preset(name: str, **overrides: Any) -> DVMSRConfig:
 # ---- network -----------------------------------------------------------------------------
 def fused_layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     """`norm(x)`; on CUDA through the Triton LayerNorm (models/norm_triton.py: PyTorch's kernel
-    is slow on rows of a few dozen channels), imported only there so CPU installs need no triton."""
-    if x.is_cuda:
+    is slow on rows of a few dozen channels), imported only there so CPU installs need no triton.
+    A norm with ``torch_kernel = True`` (the benchmarks' reference network) keeps PyTorch's."""
+    if x.is_cuda and not getattr(norm, "torch_kernel", False):
         from .norm_triton import fused_layer_norm as triton_layer_norm
 
         return triton_layer_norm(norm, x)

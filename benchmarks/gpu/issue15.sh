@@ -4,11 +4,12 @@
 # mamba_ssm.Mamba reference network, all in one run. mamba-ssm builds from its sdist (.devsd/)
 # on the CPUs while the GPU times srstudy's kernels; its wheel comes back in 15 MB parts; a later
 # call carries them as .devwheels/ instead. Extra scan modules to compare: .devvar/*.py.
-#   STAGES="tiles profile mamba step tests" bash benchmarks/gpu/issue15.sh
+#   STAGES="tests tiles profile mamba step refprofile" TILES="fwd=32,2,1;bwd=32,1,1" TESTS_K=dvmsr \
+#     bash benchmarks/gpu/issue15.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; R=$OUT/r; mkdir -p "$R" /tmp/whlout
-STAGES=${STAGES:-"tests tiles profile mamba step"}
+STAGES=${STAGES:-"tests tiles profile mamba step refprofile"}
 TILES=${TILES:-}   # e.g. "fwd=32,1,4;bwd=32,1,4" for the step benchmark
 t0=$(date +%s); el() { echo "[t=$(( $(date +%s) - t0 ))s] $*"; }
 has() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -25,7 +26,8 @@ fi
 extras=(); for f in .devvar/*.py; do [[ -e "$f" ]] && extras+=(--extra "$(basename "$f" .py)=$f"); done
 if has tests; then
   el "GPU tests"
-  python3 -m pytest -q -m cuda -p no:cacheprovider -n 16 tests/test_scan_triton.py > "$R/tests.log" 2>&1
+  python3 -m pytest -q -m cuda -p no:cacheprovider -n 16 ${TESTS_K:+-k "$TESTS_K"} tests/test_scan_triton.py \
+    > "$R/tests.log" 2>&1
   tail -4 "$R/tests.log"
 fi
 if has tiles; then
@@ -63,6 +65,13 @@ if has step; then
     ${TILES:+--scan-tiles "$TILES"} --out "$R/train_step_h200.json" > "$R/train_step.log" 2>&1
   grep -E "^(triton|cuda|reference)/" "$R/train_step.log"
   grep -E "ratio\"|Error" "$R/train_step.log" | head -30
+fi
+if has infer; then
+  el "DVMSR inference, batch 1"
+  python3 benchmarks/bench_dvmsr_inference.py --device cuda --sizes 64,256 --backends chunked,triton,cuda,reference \
+    --out "$R/dvmsr_inference_h200.json" 2>&1 | tail -12
+fi
+if has refprofile; then
   el "profile of the reference step"
   python3 benchmarks/profile_step.py --impls reference --precisions fp32,bf16 --rows 40 --out "$R/profile_reference.txt" 2>&1 | grep "===="
 fi
