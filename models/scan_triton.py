@@ -54,7 +54,10 @@ __all__ = ["selective_scan_triton", "triton_unavailable", "CONFIG", "BLOCK_L"]
 #: backward kernels; the backward's tokens per chunk must be a multiple of the forward's (it
 #: reads the states the forward stored at its chunk starts).  Token tiles (a 4th entry, 1): per-token
 #: values held as (G, N, T) tiles, see `_chunk`.
-CONFIG = {"fwd": (32, 2, 1), "bwd": (32, 1, 1)}  # fastest at B 128 × L 4096 × D 64/120 on an H200
+#: A launch of fewer programs than ``min_programs`` (batch-1 inference: Bt·Dm/G ≈ 60) takes the
+#: ``*_few`` tiles instead: longer chunks and more warps per program, or the GPU idles.
+CONFIG = {"fwd": (32, 2, 1), "bwd": (32, 1, 1),  # fastest at B 128 × L 4096 × D 64/120 on an H200
+          "fwd_few": (128, 1, 4), "bwd_few": (128, 1, 8), "min_programs": 512}
 BLOCK_L = CONFIG["fwd"][0]
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x·log2 e)
 
@@ -259,10 +262,15 @@ def _tokens_inner(x: torch.Tensor) -> torch.Tensor:
     return x if (x.stride(-1) == 1 and dense) else x.contiguous()
 
 
-def _tile(which: str, Dm: int, N: int, block: int | None) -> tuple[int, int, int, int]:
-    """(tokens per chunk, channels per program, warps, token-tile rows) for the `which` kernel;
-    `block` overrides the tokens per chunk."""
-    T, G, warps, *tok = CONFIG[which]
+def _few_programs(Bt: int, Dm: int, on_gpu: bool) -> bool:
+    """Whether a launch on these shapes has too few programs for the main tiles (see CONFIG)."""
+    return on_gpu and Bt * math.ceil(Dm / min(CONFIG["fwd"][1], _next_pow2(Dm))) < CONFIG["min_programs"]
+
+
+def _tile(which: str, Dm: int, N: int, block: int | None, few: bool) -> tuple[int, int, int, int]:
+    """(tokens per chunk, channels per program, warps, token-tile rows) for the `which` kernel
+    ("fwd"/"bwd"; `few`: the *_few tiles); `block` overrides the tokens per chunk."""
+    T, G, warps, *tok = CONFIG[which + ("_few" if few else "")]
     return (block or T), min(G, _next_pow2(Dm)), warps, (_next_pow2(N) if tok and tok[0] else 1)
 
 
@@ -275,7 +283,8 @@ class _TritonScan(torch.autograd.Function):
         C = _like(C, B)
         Bt, Dm, L = u.shape
         N = A.shape[1]
-        T, G, warps, TOK = _tile("fwd", Dm, N, block)
+        few = _few_programs(Bt, Dm, u.is_cuda)
+        T, G, warps, TOK = _tile("fwd", Dm, N, block, few)
         n_chunks, n_groups = max(1, math.ceil(L / T)), math.ceil(Dm / G)
         Af = A.float().contiguous()
         Df = None if D is None else D.float().contiguous()
@@ -289,17 +298,17 @@ class _TritonScan(torch.autograd.Function):
             SOFTPLUS=bool(delta_softplus), N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, num_warps=warps,
         )
         ctx.save_for_backward(u, delta, Af, B, C, Df, z, bf, hc)
-        ctx.meta = (bool(delta_softplus), T, block, A.dtype,
+        ctx.meta = (bool(delta_softplus), T, block, few, A.dtype,
                     None if D is None else D.dtype, None if delta_bias is None else delta_bias.dtype)
         return y
 
     @staticmethod
     def backward(ctx, dy):
         u, delta, Af, B, C, Df, z, bf, hc = ctx.saved_tensors
-        softplus, T_fwd, block, A_dtype, D_dtype, bias_dtype = ctx.meta
+        softplus, T_fwd, block, few, A_dtype, D_dtype, bias_dtype = ctx.meta
         Bt, Dm, L = u.shape
         N = Af.shape[1]
-        T, G, warps, TOK = _tile("bwd", Dm, N, block)
+        T, G, warps, TOK = _tile("bwd", Dm, N, block, few)
         if T % T_fwd:  # the forward stored the state entering every T_fwd tokens: read every T/T_fwd-th
             T = T_fwd
         n_chunks, n_groups = max(1, math.ceil(L / T)), math.ceil(Dm / G)

@@ -279,6 +279,20 @@ def test_compiled_bf16_conv_layer_norm_and_mixers_on_cuda():
 @pytest.mark.cuda
 @on_gpu
 @needs_triton
+def test_few_programs_take_the_wide_tiles_on_cuda():
+    """Batch-1 shapes (few programs) run the *_few tiles; the result is the same scan."""
+    from srstudy.models import scan_triton
+
+    assert scan_triton._few_programs(1, 120, True) and not scan_triton._few_programs(128, 64, True)
+    assert not scan_triton._few_programs(1, 120, False)  # the interpreter always runs the main tiles
+    for shape in [(1, 6, 700, 16, None), (2, 3, 257, 4, None)]:
+        errs = _against_reference(shape, FLAGS[0], device="cuda")
+        assert max(errs.values()) <= 2e-5, (shape, errs)
+
+
+@pytest.mark.cuda
+@on_gpu
+@needs_triton
 def test_dvmsr_on_cuda_matches_float64_cpu(monkeypatch):
     """The whole GPU path (channel-major mixers, Triton conv, scan and LayerNorm) vs the CPU network in float64."""
     from srstudy.models.dvmsr import DVMSR, DVMSRConfig
@@ -311,6 +325,7 @@ def test_compiled_kernels_every_tile_shape(monkeypatch, tile):
 
     monkeypatch.setitem(scan_triton.CONFIG, "fwd", tile)
     monkeypatch.setitem(scan_triton.CONFIG, "bwd", tile)
+    monkeypatch.setitem(scan_triton.CONFIG, "min_programs", 0)  # these tiles even for a few programs
     for shape in [(2, 3, 300, 16, None), (1, 5, 37, 4, None)]:
         errs = _against_reference(shape, FLAGS[0], device="cuda")
         assert max(errs.values()) <= 2e-5, (shape, errs)
