@@ -42,6 +42,15 @@ def build(impl: str, name: str, device: torch.device, **overrides) -> torch.nn.M
     return DVMSR(cfg).set_scan_backend(impl).to(device)
 
 
+def add_verdict(report: dict) -> dict:
+    """Each headline ratio against its goal: met, or by how much it is over (`report["verdict"]`)."""
+    goals = {"student_step_ratio": 0.7, "distill_step_ratio": 0.5, "distill_bank_step_ratio": 0.5}
+    report["verdict"] = {name: {"ratio": round(report[name], 4), "goal": goal, "met": report[name] <= goal,
+                                "over_goal_by": round(max(0.0, report[name] - goal), 4)}
+                         for name, goal in goals.items() if name in report}
+    return report
+
+
 def set_scan_tiles(spec: str) -> None:
     """Set the Triton scan's tiles from "fwd=T,G,W[,tok];bwd=T,G,W[,tok]" (empty: keep the defaults)."""
     if spec:
@@ -172,6 +181,7 @@ def main() -> None:
                              ms("reference", "distill"))):
         if mine and ref:  # a value that was not measured stays absent
             report[name] = mine / ref
+    add_verdict(report)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)
     print(json.dumps({k: v for k, v in report.items() if k != "results"}, indent=1))
