@@ -1,7 +1,10 @@
 """DVMSR (official topology) batch-1 inference time per selective-scan backend, one run.
 
     python benchmarks/bench_dvmsr_inference.py --device cuda --sizes 64,256 \
-        --backends chunked,triton,cuda --out benchmarks/results/dvmsr_inference_h100.json
+        --backends chunked,triton,cuda,reference --out benchmarks/results/dvmsr_inference_h100.json
+
+`reference` is the issue-8 reference network (benchmarks/reference_net.py: mamba_ssm.Mamba mixers,
+PyTorch LayerNorms) with the same weights; `<backend>_vs_reference_ratio_lr<s>` compares to it.
 """
 from __future__ import annotations
 
@@ -33,11 +36,19 @@ def main() -> None:
            "torch": torch.__version__, "preset": args.preset, "times_ms": {}}
     x_check = torch.rand(1, 3, 48, 40, device=device)
     y_check = {}
+    srstudy_model = model
     for name in args.backends.split(","):
         try:
-            model.set_scan_backend(resolve_backend(name, device))
-        except RuntimeError as e:
-            out["times_ms"][name] = {"skipped": str(e)}
+            if name == "reference":  # same weights: mamba_ssm's Mamba keeps the mixer's parameter names
+                from reference_net import reference_dvmsr
+
+                model = reference_dvmsr(preset(args.preset)).to(device).eval()
+                model.load_state_dict(srstudy_model.state_dict())
+            else:
+                model = srstudy_model
+                model.set_scan_backend(resolve_backend(name, device))
+        except (RuntimeError, ImportError) as e:
+            out["times_ms"][name] = {"skipped": f"{type(e).__name__}: {e}"[:300]}
             continue
         out["times_ms"][name] = {}
         with torch.no_grad():
@@ -55,7 +66,8 @@ def main() -> None:
         out["max_abs_diff_vs_chunked"] = {n: (y - y_check["chunked"]).abs().max().item()
                                           for n, y in y_check.items() if n != "chunked"}
     t = out["times_ms"]
-    for mine, other in (("chunked", "cuda"), ("triton", "cuda"), ("triton", "chunked")):
+    for mine, other in (("chunked", "cuda"), ("triton", "cuda"), ("triton", "chunked"), ("triton", "reference"),
+                        ("cuda", "reference")):
         for s in args.sizes.split(","):
             a, b = t.get(mine, {}).get(f"lr{s}"), t.get(other, {}).get(f"lr{s}")
             if isinstance(a, float) and isinstance(b, float):

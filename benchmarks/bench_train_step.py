@@ -11,8 +11,12 @@ Writes, for each implementation (`srstudy[<scan backend>]`, `reference`) × prec
 (`distill`: live teacher; `distill_bank`: the teacher's outputs precomputed by a teacher bank
 and copied in from pinned memory; `student`): median ms per step and peak GPU memory; then
 `<mode>_step_ratio_<precision>` of srstudy's fastest backend to the reference's *live-teacher*
-step for distillation modes and its student step otherwise (the issue's goals: distillation
-≤ 0.5 and student ≤ 0.7 in fp32), plus the ratio for every backend.
+step for distillation modes and its student step otherwise, plus the ratio for every backend;
+and the issue-15 headline ratios of the *default path* (`--default-backend`, what a GPU without
+mamba-ssm runs) at the trial's default precision (`LoopSpec.precision`): `student_step_ratio`,
+`distill_step_ratio` (live teacher) and `distill_bank_step_ratio` (teacher bank), each against
+the reference's step in the same precision (goals: student ≤ 0.7, distillation ≤ 0.5).
+`--scan-tiles fwd=T,G,W;bwd=T,G,W` sets the Triton scan's tiles (models/scan_triton.CONFIG).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from srstudy.models.dvmsr import DVMSR, preset
-from srstudy.trials.loop import autocast, distillation_loss
+from srstudy.trials.loop import LoopSpec, autocast, distillation_loss
 from timing import median_ms
 
 
@@ -36,6 +40,25 @@ def build(impl: str, name: str, device: torch.device, **overrides) -> torch.nn.M
 
         return reference_dvmsr(cfg).to(device)
     return DVMSR(cfg).set_scan_backend(impl).to(device)
+
+
+def add_verdict(report: dict) -> dict:
+    """Each headline ratio against its goal: met, or by how much it is over (`report["verdict"]`)."""
+    goals = {"student_step_ratio": 0.7, "distill_step_ratio": 0.5, "distill_bank_step_ratio": 0.5}
+    report["verdict"] = {name: {"ratio": round(report[name], 4), "goal": goal, "met": report[name] <= goal,
+                                "over_goal_by": round(max(0.0, report[name] - goal), 4)}
+                         for name, goal in goals.items() if name in report}
+    return report
+
+
+def set_scan_tiles(spec: str) -> None:
+    """Set the Triton scan's tiles from "fwd=T,G,W[,tok];bwd=T,G,W[,tok]" (empty: keep the defaults)."""
+    if spec:
+        from srstudy.models import scan_triton
+
+        for part in spec.split(";"):
+            which, tile = part.split("=")
+            scan_triton.CONFIG[which.strip()] = tuple(int(v) for v in tile.split(","))
 
 
 def step_fn(student, teacher, optimizer, lr, hr, alpha: float, device, precision: str, bank_targets=None):
@@ -71,8 +94,11 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.8)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--default-backend", default="triton", help="the scan backend of the default path")
+    ap.add_argument("--scan-tiles", default="", help="fwd=T,G,W;bwd=T,G,W for the Triton scan kernels")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    set_scan_tiles(args.scan_tiles)
     device = torch.device(args.device)
     impls = [b for b in args.backends.split(",") if b] + ([] if args.no_reference else ["reference"])
     report = {
@@ -84,7 +110,10 @@ def main() -> None:
     }
     try:
         import triton
+        from srstudy.models import scan_triton
+
         report["triton"] = triton.__version__
+        report["triton_scan_tiles"] = {k: list(v) for k, v in scan_triton.CONFIG.items()}
     except ImportError:
         report["triton"] = None
     try:
@@ -142,6 +171,17 @@ def main() -> None:
             best = min(mine, key=mine.get)
             report[f"{mode}_step_ratio_{precision}"] = mine[best] / ref
             report[f"{mode}_step_best_backend_{precision}"] = best
+    default_precision = LoopSpec.__dataclass_fields__["precision"].default
+    report["default_path"] = {"backend": args.default_backend, "precision": default_precision,
+                              "targets": {"student_step_ratio": 0.7, "distill_step_ratio": 0.5}}
+    ms = lambda impl, mode, p=default_precision: R.get(f"{impl}/{p}/{mode}", {}).get("median_ms")
+    for name, mine, ref in (("student_step_ratio", ms(args.default_backend, "student"), ms("reference", "student")),
+                            ("distill_step_ratio", ms(args.default_backend, "distill"), ms("reference", "distill")),
+                            ("distill_bank_step_ratio", ms(args.default_backend, "distill_bank"),
+                             ms("reference", "distill"))):
+        if mine and ref:  # a value that was not measured stays absent
+            report[name] = mine / ref
+    add_verdict(report)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)
     print(json.dumps({k: v for k, v in report.items() if k != "results"}, indent=1))

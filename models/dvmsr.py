@@ -147,6 +147,18 @@ def preset(name: str, **overrides: Any) -> DVMSRConfig:
 
 
 # ---- network -----------------------------------------------------------------------------
+def fused_layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """`norm(x)`; on CUDA through the Triton LayerNorm (models/norm_triton.py: PyTorch's kernel
+    is slow on rows of a few dozen channels), imported only there so CPU installs need no triton.
+    A norm with ``torch_kernel = True`` (the benchmarks' reference network) keeps PyTorch's."""
+    if x.is_cuda and not getattr(norm, "torch_kernel", False):
+        from .norm_triton import fused_layer_norm as triton_layer_norm
+
+        return triton_layer_norm(norm, x)
+    return norm(x)
+
+
+
 class MambaBlock(nn.Module):
     """LayerNorm → mixer, no skip (see the module docstring)."""
 
@@ -157,7 +169,7 @@ class MambaBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x : (B, L, C)
-        return self.mixer(self.norm(x))
+        return self.mixer(fused_layer_norm(self.norm, x))
 
 
 class BlockStack(nn.Module):
@@ -196,7 +208,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x : (B, C, h, w) → (B, L, C)
-        return self.norm(x.flatten(2).transpose(1, 2))
+        return fused_layer_norm(self.norm, x.flatten(2).transpose(1, 2))
 
 
 class DVMSR(nn.Module):
@@ -223,7 +235,7 @@ class DVMSR(nn.Module):
         t = self.patch_embed(feat)  # t : (B, L, C)
         for layer in self.layers:
             t = layer(t, (h, w))
-        t = self.norm_f(t)
+        t = fused_layer_norm(self.norm_f, t)
         body = t.transpose(1, 2).reshape(B, self.cfg.embed_dim, h, w)
         x = self.conv_after_body(body) + feat
         return self.upsample(x) + self.mean  # (B, 3, s·h, s·w)

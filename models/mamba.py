@@ -34,7 +34,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .scan import selective_scan
+from .scan import _exporting, resolve_backend, selective_scan
+
+#: Scan backends whose kernels take strided (channel-major) activations: the mixer's GPU path.
+CHANNEL_MAJOR_BACKENDS = ("triton", "cuda")
 
 
 @dataclass
@@ -127,6 +130,12 @@ class MambaMixer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x : (B, L, D)
+        if self._channel_major(x):
+            return self._forward_channel_major(x)
+        return self._forward_token_major(x)
+
+    def _forward_token_major(self, x: torch.Tensor) -> torch.Tensor:
+        """The mixer on (B, L, ·) activations with nn.Conv1d: the CPU and export path."""
         L = x.shape[1]
         Di, N, r = self.cfg.d_inner, self.cfg.d_state, self.cfg.dt_rank
         xz = self.in_proj(x)  # xz : (B, L, 2·Di)
@@ -150,9 +159,46 @@ class MambaMixer(nn.Module):
         )  # y : (B, Di, L)
         return self.out_proj(y.transpose(1, 2))  # (B, L, D)
 
+    def _channel_major(self, x: torch.Tensor) -> bool:
+        """Whether `forward` takes the channel-major path: on CUDA with a GPU scan kernel
+        (the CPU and export path is the token-major one above)."""
+        if not x.is_cuda or _exporting():
+            return False
+        return resolve_backend(self.scan_backend, x.device, x.dtype) in CHANNEL_MAJOR_BACKENDS
+
+    def _forward_channel_major(self, x: torch.Tensor) -> torch.Tensor:
+        """The same mixer with its activations kept as (channels, B·L) matrices: every
+        projection is one matmul W @ X, the causal conv + SiLU one Triton kernel, and the scan
+        reads u, Δ, z, B, C and writes y in that layout, so nothing is transposed or copied
+        between them ((B, Di, L) views with tokens innermost, strides (L, B·L, 1))."""
+        from .conv_triton import causal_conv1d_silu
+
+        Bt, L, _ = x.shape
+        Di, N, r = self.cfg.d_inner, self.cfg.d_state, self.cfg.dt_rank
+        seq = lambda m: m.view(m.shape[0], Bt, L).transpose(0, 1)  # (rows, B·L) -> (B, rows, L) view
+        xz = _project_columns(self.in_proj, x.reshape(Bt * L, -1).t())  # xz : (2·Di, B·L)
+        u = causal_conv1d_silu(seq(xz[:Di]), self.conv1d.weight, self.conv1d.bias)  # u : (B, Di, L)
+        u_cols = u.transpose(0, 1).reshape(Di, Bt * L)  # a view: u keeps xz's layout
+        x_dbl = self.x_proj.weight @ u_cols  # x_dbl : (r + 2N, B·L)
+        dt_low, B, C = torch.split(x_dbl, [r, N, N], dim=0)
+        delta = self.dt_proj.weight @ dt_low  # delta : (Di, B·L), bias in scan
+        y = selective_scan(
+            u, seq(delta), -torch.exp(self.A_log.float()), seq(B), seq(C), self.D.float(), seq(xz[Di:]),
+            delta_bias=self.dt_proj.bias.float(), delta_softplus=True, backend=self.scan_backend,
+        )  # y : (B, Di, L)
+        out = _project_columns(self.out_proj, y.transpose(0, 1).reshape(Di, Bt * L))  # (D, B·L)
+        return out.t().view(Bt, L, -1)  # (B, L, D) view
+
     def param_count(self) -> int:
         """Exact number of parameters, from the config alone (no module needed)."""
         return mixer_param_count(self.cfg)
+
+
+def _project_columns(proj: nn.Module, cols: torch.Tensor) -> torch.Tensor:
+    """`proj` applied to every column of `cols` : (in, M) -> (out, M), as W @ cols (bias-free maps)."""
+    if isinstance(proj, LowRankLinear):
+        return proj.up.weight @ (proj.down.weight @ cols)
+    return proj.weight @ cols
 
 
 def mixer_param_count(cfg: MixerConfig) -> int:

@@ -41,7 +41,9 @@ FLAGS = [  # with_D, with_z, with_bias, softplus
     (True, False, True, False),
     (False, True, False, True),
 ]
-N_INTERPRETED = len(CASES) * len(FLAGS) + 4  # + the three below + the DVMSR one
+CONV_CASES = [(2, 3, 37, True), (1, 4, 200, False), (2, 2, 1, True), (3, 5, 64, True)]  # Bt, Dm, L, bias
+LN_CASES = [(2, 37, 32, False), (2, 37, 32, True), (1, 50, 60, True), (3, 7, 5, False)]  # B, L, C, channel-major
+N_INTERPRETED = len(CASES) * len(FLAGS) + 5 + len(CONV_CASES) + 2  # + bf16, groups, decays, 4-D B/C, DVMSR, conv, LN, mixers
 
 
 def _against_reference(shape, flags, *, device, dtype=torch.float32, seed=0):
@@ -61,13 +63,6 @@ def _against_reference(shape, flags, *, device, dtype=torch.float32, seed=0):
     return {"y": rel_err(y.cpu(), y_ref), **{k: rel_err(g[k].cpu(), g_ref[k]) for k in g}}
 
 
-def _run_cases_on(device):
-    for shape in CASES:
-        for flags in FLAGS:
-            errs = _against_reference(shape, flags, device=device)
-            assert max(errs.values()) <= 2e-5, (shape, flags, errs)
-
-
 @interpreted
 @pytest.mark.parametrize("shape", CASES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "".join("DzbS"[i] if v else "-" for i, v in enumerate(f)))
@@ -81,6 +76,20 @@ def test_interpreted_forward_and_gradients_match_reference(shape, flags):
 def test_interpreted_bf16_inputs_give_bf16_output_close_to_reference():
     errs = _against_reference((2, 3, 70, 4, 32), FLAGS[0], device="cpu", dtype=torch.bfloat16)
     assert max(errs.values()) <= 1.5e-2, errs  # fp32 inside; y and the gradients rounded to bf16 (eps 7.8e-3)
+
+
+@interpreted
+def test_interpreted_channel_groups_and_longer_backward_chunks(monkeypatch):
+    """G channels per program (here more than Dm: masked channels) and a backward chunk twice the forward's."""
+    from srstudy.models import scan_triton
+
+    for fwd, bwd in [((8, 2, 1), (16, 4, 1)), ((8, 1, 1, 1), (16, 2, 1, 1))]:  # then token tiles
+        monkeypatch.setitem(scan_triton.CONFIG, "fwd", fwd)
+        monkeypatch.setitem(scan_triton.CONFIG, "bwd", bwd)
+        for shape in [(2, 3, 37, 4, None), (1, 5, 64, 16, None), (1, 2, 20, 3, None)]:
+            for flags in FLAGS[:2]:
+                errs = _against_reference(shape, flags, device="cpu")
+                assert max(errs.values()) <= 2e-5, (fwd, bwd, shape, flags, errs)
 
 
 @interpreted
@@ -123,6 +132,90 @@ def test_interpreted_dvmsr_with_triton_scan_matches_chunked():
     assert (grads[0] - grads[1]).abs().max() <= 1e-5 * grads[0].abs().max()
 
 
+def _conv_against_conv1d(Bt, Dm, L, with_bias, *, device, dtype=torch.float32, seed=0):
+    """Max relative error of causal_conv1d_silu (value, dx, dw, dbias) vs F.conv1d + SiLU in float64.
+
+    x is given channel-major ((Dm, Bt, L) storage seen as (Bt, Dm, L)), as the mixer passes it."""
+    import torch.nn.functional as F
+    from srstudy.models.conv_triton import causal_conv1d_silu
+
+    g = torch.Generator().manual_seed(seed)
+    x, w = torch.randn(Bt, Dm, L, generator=g).to(dtype).double(), torch.randn(Dm, 1, 4, generator=g).double()
+    b = torch.randn(Dm, generator=g).double() if with_bias else None
+    gy = torch.randn(Bt, Dm, L, generator=g).double()
+    ref_in = [t.clone().requires_grad_() for t in (x, w, b) if t is not None]
+    ref = F.silu(F.conv1d(ref_in[0], ref_in[1], ref_in[2] if with_bias else None, padding=3, groups=Dm)[..., :L])
+    ref.backward(gy)
+    xc = x.to(device, dtype).transpose(0, 1).contiguous().transpose(0, 1).requires_grad_()
+    mine = [t.to(device, torch.float32).requires_grad_() for t in (w, b) if t is not None]
+    out = causal_conv1d_silu(xc, mine[0], mine[1] if with_bias else None)
+    out.backward(gy.to(device, dtype))
+    assert out.dtype == dtype and out.stride() == xc.stride()  # the output keeps the input's layout
+    return [rel_err(out.cpu(), ref)] + [rel_err(a.grad.cpu(), r.grad) for a, r in zip([xc, *mine], ref_in)]
+
+
+@interpreted
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c)))
+def test_interpreted_causal_conv_silu_matches_conv1d(case):
+    errs = _conv_against_conv1d(*case, device="cpu")
+    assert max(errs) <= 2e-5, errs
+
+
+def _mixers_agree(device, lowrank: bool):
+    """The channel-major mixer path (Triton conv + scan, strided) vs the token-major one: values and grads."""
+    from srstudy.models.mamba import MambaMixer, MixerConfig
+
+    torch.manual_seed(0)
+    mixer = MambaMixer(MixerConfig(d_model=8, d_state=4, rank=2, lowrank_proj=lowrank), scan_backend="triton")
+    mixer = mixer.to(device)
+    x = torch.randn(2, 50, 8, device=device)
+    outs, grads = [], []
+    for fwd in (mixer._forward_token_major, mixer._forward_channel_major):
+        mixer.zero_grad()
+        xi = x.clone().requires_grad_()
+        y = fwd(xi)
+        y.square().mean().backward()
+        outs.append(y.detach())
+        grads.append(torch.cat([xi.grad.flatten()] + [p.grad.flatten() for p in mixer.parameters()]))
+    assert outs[1].shape == outs[0].shape
+    assert (outs[0] - outs[1]).abs().max() <= 1e-5 * outs[0].abs().max()
+    assert (grads[0] - grads[1]).abs().max() <= 1e-5 * grads[0].abs().max()
+
+
+def _layer_norm_against_torch(B, L, C, channel_major, *, device):
+    """Max relative error of the Triton LayerNorm (y, dx, dw, db) vs F.layer_norm in float64.
+
+    channel_major: x and dy stored as (C, B·L), as the channel-major mixer returns its output."""
+    import torch.nn.functional as F
+    from srstudy.models.norm_triton import layer_norm
+
+    g = torch.Generator().manual_seed(B * L + C)
+    x, gy = torch.randn(B, L, C, generator=g, dtype=torch.float64) * 2 + 0.5, torch.randn(B, L, C, generator=g)
+    w, b = torch.randn(C, generator=g, dtype=torch.float64), torch.randn(C, generator=g, dtype=torch.float64)
+    ref_in = [t.clone().requires_grad_() for t in (x, w, b)]
+    F.layer_norm(ref_in[0], (C,), ref_in[1], ref_in[2]).backward(gy.double())
+    cm = lambda t: t.reshape(B * L, C).t().contiguous().t().view(B, L, C) if channel_major else t
+    mine = [cm(x.float().to(device)).requires_grad_(), w.float().to(device).requires_grad_(),
+            b.float().to(device).requires_grad_()]
+    y = layer_norm(*mine)
+    y.backward(cm(gy.to(device)))
+    ref = F.layer_norm(x, (C,), w, b)
+    return [rel_err(y.cpu(), ref)] + [rel_err(a.grad.cpu(), r.grad) for a, r in zip(mine, ref_in)]
+
+
+@interpreted
+def test_interpreted_layer_norm_matches_torch():
+    for case in LN_CASES:
+        errs = _layer_norm_against_torch(*case, device="cpu")
+        assert max(errs) <= 2e-5, (case, errs)
+
+
+@interpreted
+def test_interpreted_channel_major_mixer_matches_token_major():
+    _mixers_agree("cpu", lowrank=False)
+    _mixers_agree("cpu", lowrank=True)
+
+
 @needs_triton
 @pytest.mark.skipif(INTERPRETING or CUDA, reason="the driver of the interpreted cases, on CPU machines")
 def test_triton_kernels_in_the_interpreter_match_reference():
@@ -155,13 +248,87 @@ def test_backend_selection_names_triton(monkeypatch):
         call(selective_scan_triton, make_inputs(1, 2, 4, 2, dtype=torch.float32), True, chunk_size=48)
 
 
+on_gpu = pytest.mark.skipif(not CUDA or INTERPRETING, reason="needs an NVIDIA GPU")
+
+
 @pytest.mark.cuda
-@pytest.mark.skipif(not CUDA or INTERPRETING, reason="needs an NVIDIA GPU")
+@on_gpu
 @needs_triton
-def test_compiled_kernels_on_cuda_match_reference():
-    _run_cases_on("cuda")
+@pytest.mark.parametrize("shape", CASES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "".join("DzbS"[i] if v else "-" for i, v in enumerate(f)))
+def test_compiled_kernels_on_cuda_match_reference(shape, flags):
+    errs = _against_reference(shape, flags, device="cuda")
+    assert max(errs.values()) <= 2e-5, (shape, flags, errs)
+
+
+@pytest.mark.cuda
+@on_gpu
+@needs_triton
+def test_compiled_bf16_conv_layer_norm_and_mixers_on_cuda():
     errs = _against_reference((2, 3, 70, 4, 32), FLAGS[0], device="cuda", dtype=torch.bfloat16)
     assert max(errs.values()) <= 1.5e-2, errs
+    for case in CONV_CASES + [(4, 64, 5000, True)]:  # the last: several programs per row
+        assert max(_conv_against_conv1d(*case, device="cuda")) <= 2e-5, case
+    assert max(_conv_against_conv1d(2, 8, 300, True, device="cuda", dtype=torch.bfloat16)) <= 1.5e-2
+    for case in LN_CASES + [(4, 4096, 32, True), (2, 4096, 60, False)]:
+        assert max(_layer_norm_against_torch(*case, device="cuda")) <= 2e-5, case
+    _mixers_agree("cuda", lowrank=False)
+    _mixers_agree("cuda", lowrank=True)
+
+
+@pytest.mark.cuda
+@on_gpu
+@needs_triton
+def test_few_programs_take_the_wide_tiles_on_cuda():
+    """Batch-1 shapes (few programs) run the *_few tiles; the result is the same scan."""
+    from srstudy.models import scan_triton
+
+    assert scan_triton._few_programs(1, 120, True) and not scan_triton._few_programs(128, 64, True)
+    assert not scan_triton._few_programs(1, 120, False)  # the interpreter always runs the main tiles
+    for shape in [(1, 6, 700, 16, None), (2, 3, 257, 4, None)]:
+        errs = _against_reference(shape, FLAGS[0], device="cuda")
+        assert max(errs.values()) <= 2e-5, (shape, errs)
+
+
+@pytest.mark.cuda
+@on_gpu
+@needs_triton
+def test_dvmsr_on_cuda_matches_float64_cpu(monkeypatch):
+    """The whole GPU path (channel-major mixers, Triton conv, scan and LayerNorm) vs the CPU network in float64."""
+    from srstudy.models.dvmsr import DVMSR, DVMSRConfig
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # cuDNN's 3×3 convs in fp32, not TF32
+
+    torch.manual_seed(0)
+    net = DVMSR(DVMSRConfig(embed_dim=16, n_groups=2, blocks_per_group=2, rank=2, scale=2))
+    x = torch.rand(2, 3, 20, 24)
+    outs, grads = [], []
+    for device, dtype, backend in (("cpu", torch.float64, "chunked"), ("cuda", torch.float32, "triton")):
+        net = net.to(device, dtype).set_scan_backend(backend)
+        net.zero_grad()
+        y = net(x.to(device, dtype))
+        y.square().mean().backward()
+        outs.append(y.detach().cpu().double())
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]).cpu().double())
+    assert (outs[0] - outs[1]).abs().max() <= 1e-4 * outs[0].abs().max()
+    assert (grads[0] - grads[1]).abs().max() <= 1e-3 * grads[0].abs().max()
+
+
+@pytest.mark.cuda
+@on_gpu
+@needs_triton
+@pytest.mark.parametrize("tile", [(32, 1, 4), (32, 2, 2), (64, 2, 4), (128, 1, 4), (32, 1, 1, 1), (16, 2, 1, 1),
+                                  (32, 2, 1), (32, 1, 1)], ids=str)
+def test_compiled_kernels_every_tile_shape(monkeypatch, tile):
+    """Each (tokens, channels, warps) tile the benchmarks try computes the same scan."""
+    from srstudy.models import scan_triton
+
+    monkeypatch.setitem(scan_triton.CONFIG, "fwd", tile)
+    monkeypatch.setitem(scan_triton.CONFIG, "bwd", tile)
+    monkeypatch.setitem(scan_triton.CONFIG, "min_programs", 0)  # these tiles even for a few programs
+    for shape in [(2, 3, 300, 16, None), (1, 5, 37, 4, None)]:
+        errs = _against_reference(shape, FLAGS[0], device="cuda")
+        assert max(errs.values()) <= 2e-5, (shape, errs)
 
 
 @pytest.mark.cuda
