@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from srstudy.edge import cpu_name, run_benchmark, timed_calls
-from srstudy.energy import energy_meter
+from srstudy.measure.energy import energy_meter
 from srstudy.export import (best_providers, check_parity, export_onnx, graph_stats, ort_session, parity_image,
                             run_session, time_ms)
 from srstudy.models.dvmsr import DVMSR, load_checkpoint, preset

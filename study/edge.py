@@ -305,7 +305,7 @@ def _runner(onnx_model: bytes, *, runtime: str, providers: Sequence[str] | None,
 
 
 def _meter(energy: str, *, on_gpu: bool, device: str, tegrastats_cmd, idle_s: float, sample_hz: float):
-    from .energy import NullEnergyMeter, energy_meter
+    from .measure.energy import NullEnergyMeter, energy_meter
 
     if energy not in ENERGY_BACKENDS:
         raise ValueError(f"energy must be one of {ENERGY_BACKENDS}, got {energy!r}")

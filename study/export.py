@@ -213,7 +213,7 @@ def run_session(session, x: np.ndarray) -> np.ndarray:
 
 
 def onnx_upscaler(session) -> Callable[[np.ndarray], np.ndarray]:
-    """An upscaler for `srstudy.evaluate` (uint8 LR H×W×3 → float64 HR in [0, 1]), the ONNX
+    """An upscaler for `srstudy.measure.evaluate` (uint8 LR H×W×3 → float64 HR in [0, 1]), the ONNX
     twin of `evaluate.model_upscaler` (same conversion, same clipping)."""
 
     def up(lr: np.ndarray) -> np.ndarray:

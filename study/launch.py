@@ -248,7 +248,7 @@ def _prepare_teacher(study: StudyConfig, workdir: Path) -> None:
         return
 
     def build(study_json: str, workdir: str) -> str:
-        from srstudy.inference import resolve_device
+        from srstudy.measure.inference import resolve_device
         from srstudy.trials.teacher import get_teacher
 
         s = StudyConfig.model_validate_json(study_json)

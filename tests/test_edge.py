@@ -14,10 +14,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from srstudy import _ray, energy
+from srstudy import _ray
+from srstudy.measure import energy
 from srstudy.cli import app
 from srstudy.edge import BenchTimeout, NoJetsonError, bench_on_node, run_benchmark
-from srstudy.energy import parse_tegrastats_line
+from srstudy.measure.energy import parse_tegrastats_line
 from srstudy.export import export_onnx
 from srstudy.models.dvmsr import DVMSR, preset, save_checkpoint
 from srstudy.tracking import TrialRun

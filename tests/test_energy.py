@@ -1,4 +1,4 @@
-"""Tests for srstudy.energy: null meter, tegrastats parsing/integration, NVML arithmetic (fake adapter), real GPU."""
+"""Tests for srstudy.measure.energy: null meter, tegrastats parsing/integration, NVML arithmetic (fake adapter), real GPU."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from srstudy import energy
-from srstudy.energy import (
+from srstudy.measure import energy
+from srstudy.measure.energy import (
     EnergyResult,
     NullEnergyMeter,
     NvmlEnergyMeter,

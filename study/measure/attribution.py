@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from srstudy.energy import pick_power_reader
+from srstudy.measure.energy import pick_power_reader
 
 from .gpu_lock import lock_key
 

@@ -58,7 +58,7 @@ class StudyEnergySession:
     def for_node(cls, workdir: str | os.PathLike, **kwargs) -> "StudyEnergySession | str":
         """A session over this node's GPUs, or the reason there is none (no NVML, no GPU)."""
         try:
-            from srstudy.energy import NvmlApi  # noqa: PLC0415
+            from srstudy.measure.energy import NvmlApi  # noqa: PLC0415
 
             api = NvmlApi()
             session = cls(workdir, api, **kwargs)

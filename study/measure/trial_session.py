@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from srstudy.energy import EnergyResult
+from srstudy.measure.energy import EnergyResult
 
 from .attribution import register_trial_pids
 from .gpu_lock import GpuLock
@@ -68,7 +68,7 @@ class TrialEnergySession:
         """Session for torch CUDA ``device`` (NVML handle matched by UUID; raises LookupError/ImportError)."""
         import torch  # noqa: PLC0415
 
-        from srstudy.energy import NvmlApi, _nvml_handle_for  # noqa: PLC0415
+        from srstudy.measure.energy import NvmlApi, _nvml_handle_for  # noqa: PLC0415
 
         device = torch.device(device)
         api = NvmlApi()

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from srstudy.energy import EnergyResult, NvmlEnergyMeter
+from srstudy.measure.energy import EnergyResult, NvmlEnergyMeter
 
 from .gpu_lock import GpuLock, SharedHold
 

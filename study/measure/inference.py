@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import torch
 
-log = logging.getLogger("srstudy.inference")
+log = logging.getLogger("srstudy.measure.inference")
 
 
 def resolve_device(device: str | None) -> torch.device:

@@ -26,7 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from .image_names import file_image_names, unique_names
+from .names import file_image_names, unique_names
 from .imresize import imresize
 
 __all__ = [
