@@ -1,4 +1,4 @@
-"""Tests for srstudy.data.imresize and srstudy.data."""
+"""Tests for srstudy.data (images, imresize, names, patches, benchmarks, bundled)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from srstudy.data import BenchmarkSet
+from srstudy.data.benchmarks import BenchmarkSet
 from srstudy.data.imresize import imresize
 
 from .inference import super_resolve
@@ -74,10 +74,10 @@ def open_sets(root: str | Path, names: Iterable[str], *, scale: int) -> list[Ben
     """Open `<root>/<name>` benchmark folders; a missing one is an error naming it.
 
     `root="bundled"` needs no download: one set, `bundled`, of scikit-image's validation
-    photos (`srstudy.data.default_split`), LR made with MATLAB bicubic.
+    photos (`srstudy.data.bundled.default_split`), LR made with MATLAB bicubic.
     """
     if str(root) == BUNDLED_ROOT:
-        from srstudy.data import default_split
+        from srstudy.data.bundled import default_split
 
         return [BenchmarkSet.from_images(default_split()[1], scale=scale, name=BUNDLED_ROOT)]
     root = Path(root)
