@@ -13,7 +13,7 @@ import json
 
 import torch
 
-from srstudy.inference import resolve_device
+from srstudy.measure.inference import resolve_device
 from srstudy.models.dvmsr import DVMSR, preset
 from srstudy.models.scan import resolve_backend
 from timing import median_ms

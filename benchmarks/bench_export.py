@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from srstudy.edge import cpu_name, run_benchmark, timed_calls
-from srstudy.energy import energy_meter
 from srstudy.export import (best_providers, check_parity, export_onnx, graph_stats, ort_session, parity_image,
-                            run_session, time_ms)
+                            run_session)
+from srstudy.measure.energy import energy_meter
+from srstudy.measure.timing import device_sync, time_ms
 from srstudy.models.dvmsr import DVMSR, load_checkpoint, preset
 from srstudy.models.scan import resolve_backend
 
@@ -42,7 +43,7 @@ def torch_bench(model: DVMSR, device: torch.device, backend: str, size: int, sam
     """The `srstudy bench` loop for PyTorch: p50/p90/mean, images/s, NVML energy on a GPU."""
     net = model.to(device).eval().set_scan_backend(backend)
     x = torch.rand(1, 3, size, size, device=device, generator=None)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync = device_sync(device)
     with torch.no_grad():
         for _ in range(warmup):
             net(x)
@@ -107,7 +108,7 @@ def measure(name: str, model: DVMSR, source: str, args, work: Path) -> dict:
                 net.load_state_dict(model.state_dict())
                 net = net.to(device).eval().set_scan_backend(backend)
                 xt = torch.from_numpy(x).to(device)
-                sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+                sync = device_sync(device)
                 with torch.no_grad():
                     t = time_ms(lambda: net(xt), repeats=args.repeats, warmup=args.warmup, sync=sync)
                 rows.append({"lr": f"{s}x{s}", "side": "pytorch", "device": dev, "scan_backend": backend, **_stats(t)})

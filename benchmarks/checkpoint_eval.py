@@ -7,8 +7,8 @@ import platform
 
 import torch
 
-from srstudy.evaluate import open_sets
-from srstudy.inference import resolve_device
+from srstudy.measure.evaluate import open_sets
+from srstudy.measure.inference import resolve_device
 from srstudy.models.dvmsr import load_checkpoint
 
 

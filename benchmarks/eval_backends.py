@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from srstudy.evaluate import evaluate, model_upscaler
+from srstudy.measure.evaluate import evaluate, model_upscaler
 from srstudy.models.scan import resolve_backend
 
 from checkpoint_eval import checkpoint_eval_parser, open_checkpoint_and_sets

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from srstudy.evaluate import evaluate_set, model_upscaler
+from srstudy.measure.evaluate import evaluate_set, model_upscaler
 from srstudy.trials import inputs
 from srstudy.trials.teacher import get_teacher
 

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from srstudy.evaluate import bicubic_upscaler, evaluate, model_upscaler
+from srstudy.measure.evaluate import bicubic_upscaler, evaluate, model_upscaler
 from srstudy.models.scan import resolve_backend
 
 from checkpoint_eval import checkpoint_eval_parser, open_checkpoint_and_sets

@@ -1,23 +1,16 @@
-"""Wall-clock timing of a callable on CPU or CUDA (synchronised), shared by the benchmarks."""
+"""Median wall-clock time of a callable on CPU or CUDA (synchronised), shared by the benchmarks.
+
+The timing itself is srstudy's one latency timer, :func:`srstudy.measure.timing.time_ms`.
+"""
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
+
+from srstudy.measure.timing import device_sync, time_ms
 
 
 def median_ms(fn, device: torch.device, repeats: int, warmup: int) -> float:
     """Median milliseconds of `fn()` over `repeats` calls after `warmup` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+    return statistics.median(time_ms(fn, repeats=repeats, warmup=warmup, sync=device_sync(device)))

@@ -108,8 +108,8 @@ def eval_command(
 ) -> None:
     """Mean Y-PSNR / SSIM per benchmark set (crop border = scale, the papers' protocol)."""
     _setup_logging(verbose)
-    from .evaluate import bicubic_upscaler, evaluate, model_upscaler, open_sets
-    from .inference import resolve_device
+    from .measure.evaluate import bicubic_upscaler, evaluate, model_upscaler, open_sets
+    from .measure.inference import resolve_device
 
     names = [s.strip() for s in sets.split(",") if s.strip()]
     if not names:
@@ -207,7 +207,7 @@ def teacher_command(
     cfg = _load_trial_config(config, overrides)
     from srstudy.trials.teacher import get_teacher
 
-    from .inference import resolve_device
+    from .measure.inference import resolve_device
 
     with _progress_bar("teacher") as progress:
         try:

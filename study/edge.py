@@ -16,7 +16,7 @@ One benchmark (`run_benchmark`: the body of the Ray task, and all of `--on local
 3. Power, sampled during the timed loop only: tegrastats' VDD_IN (the whole module: CPU, GPU,
    memory) on a Jetson; NVML board power on another NVIDIA GPU when inference runs on it;
    nothing otherwise (the metrics are then absent and the tag says why). The idle baseline
-   is taken before the loop (once per process, `energy.energy_meter`).
+   is taken before the loop (once per process, `measure.energy.energy_meter`).
 4. Reported: latency p50/p90/mean, images/s, average power, idle power, dynamic power
    (average − idle), energy per image (average power × loop time / samples) and dynamic
    energy per image, the device's name and the provider. As MLflow metrics `edge_*`
@@ -47,6 +47,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .measure.tegrastats import jetson_model, on_jetson, read_text
+from .measure.timing import time_ms
 
 log = logging.getLogger("srstudy.edge")
 
@@ -174,26 +177,9 @@ class BenchResult:
         return {**dataclasses.asdict(self), "summary": self.summary()}
 
 
-# ---- device names ----------------------------------------------------------------------------
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text(errors="replace").replace("\x00", "").strip() or None
-    except OSError:
-        return None
-
-
-def jetson_model() -> str | None:
-    """"NVIDIA Jetson Orin Nano Developer Kit" and the like, on a Jetson; else None."""
-    model = _read("/proc/device-tree/model")
-    if model and "jetson" in model.lower():
-        return model
-    if Path("/etc/nv_tegra_release").exists():
-        return model or "NVIDIA Jetson"
-    return None
-
-
+# ---- device names (a Jetson's: measure.tegrastats.jetson_model) ---------------------------------
 def cpu_name() -> str:
-    info = _read("/proc/cpuinfo") or ""
+    info = read_text("/proc/cpuinfo") or ""
     m = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
     name = m.group(1).strip() if m else (platform.processor() or platform.machine() or "CPU")
     return f"{name} ({os.cpu_count()} cores)"
@@ -208,12 +194,6 @@ def gpu_name() -> str:
     except Exception:  # noqa: BLE001
         pass
     return "NVIDIA GPU"
-
-
-def on_jetson() -> bool:
-    import shutil
-
-    return jetson_model() is not None or shutil.which("tegrastats") is not None
 
 
 # ---- runtimes ----------------------------------------------------------------------------------
@@ -305,7 +285,7 @@ def _runner(onnx_model: bytes, *, runtime: str, providers: Sequence[str] | None,
 
 
 def _meter(energy: str, *, on_gpu: bool, device: str, tegrastats_cmd, idle_s: float, sample_hz: float):
-    from .energy import NullEnergyMeter, energy_meter
+    from .measure.energy import NullEnergyMeter, energy_meter
 
     if energy not in ENERGY_BACKENDS:
         raise ValueError(f"energy must be one of {ENERGY_BACKENDS}, got {energy!r}")
@@ -328,14 +308,9 @@ def timed_calls(call: Callable[[], Any], *, samples: int, meter,
 
     `sync` runs after each call (e.g. CUDA synchronise) so a call's time covers its work.
     """
-    lat = []
     with meter:
         t_loop = time.perf_counter()
-        for _ in range(samples):
-            t0 = time.perf_counter()
-            call()
-            sync()
-            lat.append((time.perf_counter() - t0) * 1e3)
+        lat = time_ms(call, repeats=samples, sync=sync)
         seconds = time.perf_counter() - t_loop
     return lat, seconds, meter.result
 

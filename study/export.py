@@ -52,6 +52,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .measure.timing import device_sync, time_ms
+
 log = logging.getLogger("srstudy.export")
 
 ONNX_OPSET = 17
@@ -213,7 +215,7 @@ def run_session(session, x: np.ndarray) -> np.ndarray:
 
 
 def onnx_upscaler(session) -> Callable[[np.ndarray], np.ndarray]:
-    """An upscaler for `srstudy.evaluate` (uint8 LR H×W×3 → float64 HR in [0, 1]), the ONNX
+    """An upscaler for `srstudy.measure.evaluate` (uint8 LR H×W×3 → float64 HR in [0, 1]), the ONNX
     twin of `evaluate.model_upscaler` (same conversion, same clipping)."""
 
     def up(lr: np.ndarray) -> np.ndarray:
@@ -274,22 +276,7 @@ def _worst(parity: dict[str, Any]) -> float:
     return max(vals)
 
 
-# ---- latency ---------------------------------------------------------------------------------
-def time_ms(fn: Callable[[], Any], *, repeats: int, warmup: int, sync: Callable[[], None] | None = None) -> list[float]:
-    """Wall time of `fn()` in ms, `repeats` times after `warmup` untimed calls."""
-    sync = sync or (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
-
-
+# ---- latency (timed by measure.timing.time_ms) -------------------------------------------------
 @torch.no_grad()
 def compare_latency(model: torch.nn.Module, session, *, sizes: Sequence[int] = (64, 256), repeats: int = 5,
                     warmup: int = 1, device: str | torch.device = "cpu") -> list[dict[str, Any]]:
@@ -302,7 +289,7 @@ def compare_latency(model: torch.nn.Module, session, *, sizes: Sequence[int] = (
     net = copy.deepcopy(model).to(device).float().eval()
     if hasattr(net, "set_scan_backend"):
         net.set_scan_backend(None)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+    sync = device_sync(device)
     rows = []
     for s in sizes:
         x = np.random.default_rng(s).random((1, 3, s, s), dtype=np.float32)

@@ -51,15 +51,9 @@ def energy_unavailable_reason(resources_gpu: float) -> str | None:
     """Why GPU energy can't be measured for these trials (None: it can)."""
     if resources_gpu <= 0:
         return "trials run on CPU (resources.gpu = 0)"
-    try:
-        import pynvml
+    from srstudy.measure.nvml import nvml_unavailable_reason
 
-        pynvml.nvmlInit()
-        if pynvml.nvmlDeviceGetCount() < 1:
-            return "NVML sees no GPU"
-    except Exception as e:  # noqa: BLE001 - any NVML failure means no energy
-        return f"NVML unavailable ({type(e).__name__}: {e})"
-    return None
+    return nvml_unavailable_reason()
 
 
 def _unmeasurable(metric: str, study: StudyConfig, energy_reason: str | None) -> str | None:
@@ -248,7 +242,7 @@ def _prepare_teacher(study: StudyConfig, workdir: Path) -> None:
         return
 
     def build(study_json: str, workdir: str) -> str:
-        from srstudy.inference import resolve_device
+        from srstudy.measure.inference import resolve_device
         from srstudy.trials.teacher import get_teacher
 
         s = StudyConfig.model_validate_json(study_json)

@@ -24,7 +24,7 @@ ALIASES: dict[str, str] = {
 }
 
 ANALYTIC_METRICS = ("params", "flops")  # known before training: constraints on them skip the trial
-# NVML energy (`study.energy.EnergyResult.metrics`, trials/distill.py's inference energy)
+# NVML energy (`srstudy.measure.energy.EnergyResult.metrics`, trials/distill.py's inference energy)
 ENERGY_METRICS = ("gpu_energy_j", "gpu_energy_per_iter_j", "gpu_avg_power_w", "gpu_idle_power_w",
                   "gpu_inference_energy_per_image_j")
 GPU_MEMORY_METRICS = ("gpu_peak_mem_allocated_mb", "gpu_peak_mem_reserved_mb")  # CUDA trials only

@@ -384,7 +384,7 @@ def test_too_small_images_are_refused_where_they_are_paired(tmp_path):
 
 
 def test_imresize_names_the_size_it_cannot_resize():
-    from srstudy.imresize import imresize
+    from srstudy.data.imresize import imresize
 
     with pytest.raises(ValueError, match=r"imresize: the image is 0x3 \(HxW\)"):
         imresize(np.zeros((0, 3, 3), np.uint8), 0.25)

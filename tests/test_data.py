@@ -1,4 +1,4 @@
-"""Tests for srstudy.imresize and srstudy.data."""
+"""Tests for srstudy.data (images, imresize, names, patches, benchmarks, bundled)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from srstudy.data import (
     mod_crop,
     read_image,
 )
-from srstudy.imresize import imresize, resize_weights
+from srstudy.data.imresize import imresize, resize_weights
 
 SETS = ("Set5", "Set14", "BSD100")
 
@@ -288,7 +288,7 @@ def test_patch_dataset_folder_grey_and_rgba(tmp_path):
 def test_images_from_files_get_short_safe_unique_names(tmp_path):
     """Named by path, an image from a user's folder once made the artifact name
     `sample_/full/path/img.png.png` (issue 12): names are safe stems, unique across folders."""
-    from srstudy.image_names import file_image_names, safe_name
+    from srstudy.data.names import file_image_names, safe_name
 
     a, b = tmp_path / "deep" / "set A" / "HR", tmp_path / "other"
     a.mkdir(parents=True)

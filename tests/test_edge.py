@@ -14,11 +14,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from srstudy import _ray, energy
+from srstudy import _ray
 from srstudy.cli import app
 from srstudy.edge import BenchTimeout, NoJetsonError, bench_on_node, run_benchmark
-from srstudy.energy import parse_tegrastats_line
 from srstudy.export import export_onnx
+from srstudy.measure import meter as meter_module
+from srstudy.measure.tegrastats import parse_tegrastats_line
 from srstudy.models.dvmsr import DVMSR, preset, save_checkpoint
 from srstudy.tracking import TrialRun
 
@@ -48,7 +49,7 @@ def tiny_onnx(tmp_path_factory) -> bytes:
 
 @pytest.fixture
 def fake_tegrastats(tmp_path, monkeypatch) -> list[str]:
-    monkeypatch.setattr(energy, "_IDLE_BASELINE_W", {})  # this process's idle baseline: measured afresh
+    monkeypatch.setattr(meter_module, "_IDLE_BASELINE_W", {})  # this process's idle baseline: measured afresh
     script = tmp_path / "tegrastats.py"
     script.write_text(FAKE_TEGRASTATS)
     return [sys.executable, str(script), str(ORIN)]

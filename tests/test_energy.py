@@ -1,4 +1,4 @@
-"""Tests for srstudy.energy: null meter, tegrastats parsing/integration, NVML arithmetic (fake adapter), real GPU."""
+"""Tests for srstudy.measure.energy (meter, nvml, tegrastats): null meter, tegrastats parsing/integration, NVML arithmetic (fake adapter), real GPU."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from srstudy import energy
-from srstudy.energy import (
+from srstudy.measure import meter as meter_module
+from srstudy.measure import nvml
+from srstudy.measure.energy import (
     EnergyResult,
     NullEnergyMeter,
     NvmlEnergyMeter,
@@ -31,7 +32,7 @@ NANO = FIXTURES / "tegrastats_nano.txt"
 @pytest.fixture(autouse=True)
 def fresh_baseline_cache(monkeypatch):
     """Each test starts with no cached idle baseline."""
-    monkeypatch.setattr(energy, "_IDLE_BASELINE_W", {})
+    monkeypatch.setattr(meter_module, "_IDLE_BASELINE_W", {})
 
 
 # --------------------------------------------------------------------------- null meter
@@ -139,7 +140,7 @@ def test_tegrastats_meter_with_fake_binary(tmp_path, fixture):
     assert min(watts) * res.seconds <= res.energy_j <= max(watts) * res.seconds
     assert res.avg_power_w == pytest.approx(res.energy_j / res.seconds)
     assert min(watts) <= res.idle_power_w <= max(watts)
-    assert energy._IDLE_BASELINE_W["tegrastats"] == res.idle_power_w
+    assert meter_module._IDLE_BASELINE_W["tegrastats"] == res.idle_power_w
     csv_path, png_path = res.write_trace_csv(tmp_path / "t.csv"), res.plot_trace(tmp_path / "t.png")
     lines = csv_path.read_text().splitlines()
     assert lines[0] == "t_s,power_w" and len(lines) == len(res.trace) + 1
@@ -209,7 +210,7 @@ def test_nvml_counter_energy_shared_and_baseline():
     assert res.energy_j == pytest.approx(150.0) and res.energy_source == "counter"
     assert res.avg_power_w == pytest.approx(150.0 / res.seconds)
     assert res.shared_processes == 2 and res.tags()["energy_shared"] == "true"
-    assert res.idle_power_w == pytest.approx(60.0) and energy._IDLE_BASELINE_W["GPU-counter"] == 60.0
+    assert res.idle_power_w == pytest.approx(60.0) and meter_module._IDLE_BASELINE_W["GPU-counter"] == 60.0
     assert res.power_field == "instant" and len(res.trace) >= 5
     assert res.metrics(iterations=3)["gpu_energy_per_iter_j"] == pytest.approx(50.0)
     assert res.gpu_name == "Fake GPU 80GB" and res.source == "nvml"
@@ -272,7 +273,7 @@ def test_real_gpu_matmul_energy(tmp_path):
     import pynvml
 
     nvml_uuid = pynvml.nvmlDeviceGetUUID(meter.handle)
-    assert energy._norm_uuid(nvml_uuid) == energy._norm_uuid(str(torch.cuda.get_device_properties(0).uuid))
+    assert nvml._norm_uuid(nvml_uuid) == nvml._norm_uuid(str(torch.cuda.get_device_properties(0).uuid))
     a = torch.randn(4096, 4096, device=device)
     iters = 0
     with meter:

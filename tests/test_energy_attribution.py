@@ -294,7 +294,7 @@ def test_nvml_process_utilization_means_per_pid_and_absent_when_unsupported():
 
     import pynvml
 
-    from srstudy.energy import NvmlApi
+    from srstudy.measure.nvml import NvmlApi
 
     answers = []
 
@@ -325,12 +325,12 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.mark.cuda
 @needs_cuda
 def test_real_gpu_window_and_process_utilization(tmp_path):
-    from srstudy.energy import NvmlApi, _nvml_handle_for
+    from srstudy.measure.nvml import NvmlApi, nvml_handle_for
     from srstudy.measure.window import run_exclusive_window
 
     device = torch.device("cuda", 0)
     api = NvmlApi()
-    handle = _nvml_handle_for(device, api)
+    handle = nvml_handle_for(device, api)
     a = torch.randn(4096, 4096, device=device)
     since = int(time.time() * 1e6)
 

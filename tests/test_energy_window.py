@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from srstudy.energy import EnergyResult, NvmlEnergyMeter
+from srstudy.measure.energy import EnergyResult, NvmlEnergyMeter
 from srstudy.measure.attribution import load_trial_pids
 from srstudy.measure.gpu_lock import GpuLock, read_waits
 from srstudy.measure.study_session import StudyEnergySession

@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from srstudy.cli import app
-from srstudy.evaluate import evaluate, model_upscaler, open_sets
-from srstudy.inference import super_resolve
+from srstudy.measure.evaluate import evaluate, model_upscaler, open_sets
+from srstudy.measure.inference import super_resolve
 from srstudy.models.dvmsr import DVMSR, load_checkpoint, preset
 
 runner = CliRunner()

@@ -211,7 +211,7 @@ def test_dvmsr_checkpoint_export_parity_and_graph(dvmsr_onnx, shared_data):
 
 @pytest.mark.data
 def test_dvmsr_in_onnxruntime_scores_the_same_set5_psnr_as_pytorch(dvmsr_onnx, shared_data):
-    from srstudy.evaluate import evaluate_set, model_upscaler, open_sets
+    from srstudy.measure.evaluate import evaluate_set, model_upscaler, open_sets
 
     model, _, sess = dvmsr_onnx
     (set5,) = open_sets(shared_data / "benchmarks", ["Set5"], scale=4)

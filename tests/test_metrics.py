@@ -1,4 +1,4 @@
-"""Tests for srstudy.metrics: hand-checkable values and the published bicubic x4 baselines."""
+"""Tests for srstudy.measure.metrics: hand-checkable values and the published bicubic x4 baselines."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from skimage.metrics import structural_similarity
 
 from srstudy.data import BenchmarkSet
-from srstudy.imresize import imresize
-from srstudy.metrics import psnr_y, rgb_to_y, score_pair, ssim_y, to_uint8
+from srstudy.data.imresize import imresize
+from srstudy.measure.metrics import psnr_y, rgb_to_y, score_pair, ssim_y, to_uint8
 
 
 def _rand_img(seed: int, h: int = 48, w: int = 40) -> np.ndarray:

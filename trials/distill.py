@@ -33,9 +33,9 @@ from typing import Any
 import torch
 
 from srstudy.config import TrialConfig, flatten
-from srstudy.energy import EnergyResult, energy_meter
-from srstudy.evaluate import evaluate_set, model_upscaler
-from srstudy.inference import resolve_device
+from srstudy.measure.energy import EnergyResult, energy_meter
+from srstudy.measure.evaluate import evaluate_set, model_upscaler
+from srstudy.measure.inference import resolve_device
 from srstudy.models.dvmsr import DVMSR
 from srstudy.models.scan import resolve_backend
 from srstudy.tracking import TrialRun, default_tracking_uri

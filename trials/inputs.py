@@ -8,7 +8,7 @@ import numpy as np
 
 from srstudy.config import DataConfig
 from srstudy.data import BenchmarkSet, PatchDataset, default_split, list_images, load_image
-from srstudy.image_names import file_image_names
+from srstudy.data.names import file_image_names
 
 Images = list[tuple[str, np.ndarray]]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from srstudy.data import PatchDataset
+from srstudy.measure.timing import device_sync, time_ms
 
 from .prefetch import BatchPrefetcher
 
@@ -235,16 +235,6 @@ def measure_latency(
     """Median and p90 ms of `repeats` batch-1 forwards on a random LR image, after warm-up."""
     model.eval()
     x = torch.rand(1, 3, height, width, device=device)
-    times = []
     with torch.no_grad():
-        for _ in range(warmup):
-            model(x)
-        for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            model(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append((time.perf_counter() - t0) * 1000)
+        times = time_ms(lambda: model(x), repeats=repeats, warmup=warmup, sync=device_sync(device))
     return {"latency_ms": float(np.median(times)), "latency_p90_ms": float(np.percentile(times, 90))}

@@ -38,10 +38,10 @@ import torch
 from PIL import Image
 
 from srstudy.config import TrialConfig
-from srstudy.energy import EnergyResult, energy_meter
-from srstudy.evaluate import evaluate_set, model_upscaler
-from srstudy.image_names import safe_name
-from srstudy.inference import super_resolve
+from srstudy.data.names import safe_name
+from srstudy.measure.energy import EnergyResult, energy_meter
+from srstudy.measure.evaluate import evaluate_set, model_upscaler
+from srstudy.measure.inference import super_resolve
 from srstudy.models.dvmsr import save_checkpoint
 from srstudy.tracking import TrialRun
 

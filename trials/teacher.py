@@ -25,7 +25,7 @@ import torch
 from filelock import FileLock
 
 from srstudy.config import TrialConfig
-from srstudy.energy import energy_meter
+from srstudy.measure.energy import energy_meter
 from srstudy.models.dvmsr import DVMSR, load_checkpoint, save_checkpoint
 
 from . import inputs

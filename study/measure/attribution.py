@@ -31,9 +31,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from srstudy.energy import pick_power_reader
-
 from .gpu_lock import lock_key
+from .nvml import pick_power_reader
 
 __all__ = ["Attribution", "AttributionSampler", "Sample", "attribute", "load_trial_pids", "read_samples",
            "register_trial_pids", "samples_path", "trials_span"]

@@ -1,7 +1,7 @@
 """The idle-power baseline of each GPU, taken once per study while no process computes there.
 
 Why: a trial's "idle" power sampled by the trial itself (the old per-process cache in
-``srstudy.energy``) is whatever the *other* trials draw at that moment — 332 W on an H200 that
+``srstudy.measure.nvml``) is whatever the *other* trials draw at that moment — 332 W on an H200 that
 idles at 122 W. Here the baseline is taken once per GPU per study, by the launcher before
 trials start, and only when
 
@@ -33,9 +33,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from srstudy.energy import pick_power_reader
-
 from .gpu_lock import GpuLock
+from .nvml import pick_power_reader
 
 __all__ = ["IDLE_FILE", "IdleBaseline", "ensure_idle_baseline", "read_idle_baseline", "take_idle_baseline"]
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from .attribution import AttributionSampler, attribute, load_trial_pids, read_samples, samples_path, trials_span
 from .gpu_lock import lock_key, read_waits
 from .idle import IdleBaseline, ensure_idle_baseline, read_idle_baseline
+from .nvml import nvml_failure, open_nvml
 
 __all__ = ["StudyEnergySession", "calibration_metrics"]
 
@@ -57,16 +58,13 @@ class StudyEnergySession:
     @classmethod
     def for_node(cls, workdir: str | os.PathLike, **kwargs) -> "StudyEnergySession | str":
         """A session over this node's GPUs, or the reason there is none (no NVML, no GPU)."""
+        api, reason = open_nvml()
+        if api is None:
+            return reason
         try:
-            from srstudy.energy import NvmlApi  # noqa: PLC0415
-
-            api = NvmlApi()
-            session = cls(workdir, api, **kwargs)
-        except ImportError as err:
-            return f"pynvml not importable: {err} (pip install nvidia-ml-py)"
+            return cls(workdir, api, **kwargs)
         except Exception as err:  # noqa: BLE001 - pynvml.NVMLError and friends
-            return f"NVML init failed: {err!r} (is the NVIDIA driver loaded? try `nvidia-smi`)"
-        return session if session.handles else "NVML sees no GPU on this node"
+            return nvml_failure(err)
 
     def take_idle_baselines(self) -> dict[str, IdleBaseline]:
         """Each GPU's idle baseline for the study (taken once, stored in ``<workdir>/gpu_idle.json``)."""

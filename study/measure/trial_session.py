@@ -23,11 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from srstudy.energy import EnergyResult
-
 from .attribution import register_trial_pids
 from .gpu_lock import GpuLock
 from .idle import read_idle_baseline
+from .meter import EnergyResult
 from .window import ExclusiveWindow, WindowResult, inference_energy_per_image, trial_energy
 
 __all__ = ["TrialEnergySession", "WindowSettings"]
@@ -68,11 +67,11 @@ class TrialEnergySession:
         """Session for torch CUDA ``device`` (NVML handle matched by UUID; raises LookupError/ImportError)."""
         import torch  # noqa: PLC0415
 
-        from srstudy.energy import NvmlApi, _nvml_handle_for  # noqa: PLC0415
+        from .nvml import NvmlApi, nvml_handle_for  # noqa: PLC0415
 
         device = torch.device(device)
         api = NvmlApi()
-        return cls(workdir, trial, api, _nvml_handle_for(device, api),
+        return cls(workdir, trial, api, nvml_handle_for(device, api),
                    synchronize=lambda: torch.cuda.synchronize(device), **kwargs)
 
     # ---------------------------------------------------------------- lifecycle

@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from srstudy.energy import EnergyResult, NvmlEnergyMeter
-
 from .gpu_lock import GpuLock, SharedHold
+from .meter import EnergyResult
+from .nvml import NvmlEnergyMeter
 
 __all__ = ["ExclusiveWindow", "WindowResult", "had_gpu_alone", "inference_energy_per_image",
            "run_exclusive_window", "trial_energy"]

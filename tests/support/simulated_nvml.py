@@ -1,4 +1,4 @@
-"""A simulated NVIDIA GPU behind the :class:`srstudy.energy.NvmlApi` interface, for CPU tests.
+"""A simulated NVIDIA GPU behind the :class:`srstudy.measure.nvml.NvmlApi` interface, for CPU tests.
 
 The GPU's state lives in a JSON file so that several real processes (lock and idle-baseline
 tests) see and change the same GPU: its idle power, the compute processes on it with their

@@ -2,7 +2,7 @@
 
 Protocol (DVMSR and MambaLiteSR tables): SR output clipped to [0, 1] and rounded to uint8,
 Y channel (BT.601, 16–235), `crop_border = scale`, HR mod-cropped to the scale. Grey
-images (Set14 `img_003`) follow `grey_convention` (see `srstudy.metrics.score_pair`):
+images (Set14 `img_003`) follow `grey_convention` (see `srstudy.measure.metrics.score_pair`):
 "rgb" by default — BasicSR's reading — with "raw" giving the published bicubic figure.
 """
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import BenchmarkSet
-from .imresize import imresize
+from srstudy.data.benchmarks import BenchmarkSet
+from srstudy.data.imresize import imresize
+
 from .inference import super_resolve
 from .metrics import GreyConvention, score_pair
 
@@ -73,10 +74,10 @@ def open_sets(root: str | Path, names: Iterable[str], *, scale: int) -> list[Ben
     """Open `<root>/<name>` benchmark folders; a missing one is an error naming it.
 
     `root="bundled"` needs no download: one set, `bundled`, of scikit-image's validation
-    photos (`srstudy.data.default_split`), LR made with MATLAB bicubic.
+    photos (`srstudy.data.bundled.default_split`), LR made with MATLAB bicubic.
     """
     if str(root) == BUNDLED_ROOT:
-        from .data import default_split
+        from srstudy.data.bundled import default_split
 
         return [BenchmarkSet.from_images(default_split()[1], scale=scale, name=BUNDLED_ROOT)]
     root = Path(root)

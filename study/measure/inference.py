@@ -1,12 +1,10 @@
 """Running a trained network on whole images: device choice, tiling, memory errors."""
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 
-log = logging.getLogger("srstudy.inference")
+from srstudy.data.images import to_tensor
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -17,11 +15,6 @@ def resolve_device(device: str | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={device!r} was asked for but torch sees no CUDA GPU; use --device cpu")
     return dev
-
-
-def to_tensor(img: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 H×W×3 → float32 (1, 3, H, W) in [0, 1]."""
-    return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float().div_(255).to(device)
 
 
 def to_image(t: torch.Tensor) -> np.ndarray:
@@ -54,7 +47,7 @@ def super_resolve(
     sequence, so tiling changes the result slightly: it is for images too large for
     memory, and off by default. Running out of memory without it raises an error saying so.
     """
-    x = to_tensor(lr, device)
+    x = to_tensor(lr, device)[None]  # (1, 3, H, W)
     if tile is None:
         try:
             return to_image(model(x))
