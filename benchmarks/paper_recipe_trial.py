@@ -20,6 +20,7 @@ import torch
 
 from srstudy.trials.distill import run_trial
 from srstudy.trials.teacher import get_teacher
+from srstudy.workdir import StudyDir
 
 from recipe import recipe_config
 
@@ -38,7 +39,7 @@ def main() -> None:
     cfg = recipe_config(args.data_root, args.overrides)
     t0 = time.perf_counter()
     device = torch.device(cfg.device if cfg.device != "auto" else "cuda")
-    teacher = get_teacher(cfg, cache_dir=Path(args.workdir) / "teachers", device=device)
+    teacher = get_teacher(cfg, cache_dir=StudyDir(args.workdir).teachers, device=device)
     teacher_s = time.perf_counter() - t0
     result = run_trial(cfg, workdir=args.workdir)
     m = result.metrics

@@ -24,6 +24,7 @@ from srstudy.models.dvmsr import DVMSRConfig
 from .config_io import ConfigError, apply_overrides, flatten, parse_override, read_yaml  # noqa: F401 (re-exported)
 from .metric_names import CONSTRAINT_PATTERN, OPERATORS, resolve_metric, unknown_trial_metric
 from .search_space import check_search_space, split_dotted_key_hint
+from .workdir import DEFAULT_WORKDIR
 
 
 class _Model(BaseModel):
@@ -328,7 +329,7 @@ class StudyConfig(_Model):
     """A hyper-parameter study: a base trial, what to search, what to optimise, how to run."""
 
     name: str = Field("srstudy", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    workdir: Path = Path("srstudy-runs")
+    workdir: Path = DEFAULT_WORKDIR
     tracking_uri: str | None = Field(None, description="MLflow URI (default: sqlite under workdir)")
     trial: TrialConfig = Field(default_factory=TrialConfig)
     search_space: dict[str, ParamSpec] = Field(default_factory=dict)

@@ -52,6 +52,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .workdir import DEFAULT_WORKDIR, StudyDir, missing_store
+
 log = logging.getLogger("srstudy.export")
 
 ONNX_OPSET = 17
@@ -403,25 +405,13 @@ class ModelSource:
                 "params": int(sum(p.numel() for p in self.model.parameters()))}
 
 
-def check_store(tracking_uri: str) -> None:
-    """An sqlite store must exist (MLflow would silently create an empty one)."""
-    if tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri[len("sqlite:///"):].split("?", 1)[0])
-        if not path.exists():
-            raise ExportError(f"no MLflow store at {tracking_uri} ({path} does not exist); pass the study's "
-                              "--workdir, or --tracking-uri URI")
-
-
-def workdir_tracking_uri(workdir: str | Path | None) -> str:
-    """The study's default store, `sqlite:///<workdir>/mlflow.db` (nothing is created)."""
-    return f"sqlite:///{Path(workdir or 'srstudy-runs').expanduser().resolve() / 'mlflow.db'}"
-
-
 def _get_run(tracking_uri: str, run_id: str):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    check_store(tracking_uri)
+    missing = missing_store(tracking_uri)
+    if missing:
+        raise ExportError(f"{missing}; pass the study's --workdir, or --tracking-uri URI")
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
         return client, client.get_run(run_id)
@@ -486,7 +476,7 @@ def best_run(*, workdir: str | Path | None = None, tracking_uri: str | None = No
     from srstudy.analysis.load import load_runs, resolve_source
 
     if workdir is None and tracking_uri is None:
-        workdir = "srstudy-runs"
+        workdir = DEFAULT_WORKDIR
     source = resolve_source(workdir, tracking_uri=tracking_uri, experiment=experiment)
     runs = load_runs(source)
     if runs.empty:
@@ -526,7 +516,7 @@ def load_source(*, run_id: str | None = None, best: bool = False, checkpoint: st
         run_id, tracking_uri = chosen.run_id, chosen.tracking_uri
         say(f"Pareto-best run (knee over {', '.join(chosen.objectives)}): {run_id} "
             + ", ".join(f"{k}={v:.5g}" for k, v in chosen.values.items()))
-    tracking_uri = tracking_uri or workdir_tracking_uri(workdir)
+    tracking_uri = tracking_uri or StudyDir(workdir).tracking_uri
     with tempfile.TemporaryDirectory(prefix="srstudy-export-") as tmp:
         path = student_checkpoint(tracking_uri, run_id, tmp)
         model = load_checkpoint(path)
