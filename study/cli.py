@@ -441,6 +441,8 @@ def export_command(
     _one_source(run_id=run_id, best=best, checkpoint=checkpoint)
     from mlflow.exceptions import MlflowException
 
+    from srstudy.analysis.select import SelectionError
+
     from .export import ExportError, export, load_source, log_export
 
     say = lambda m: console.print(escape(m), soft_wrap=True)  # noqa: E731
@@ -456,7 +458,7 @@ def export_command(
         if log_run and src.run_id:
             logged = log_export(report, src.tracking_uri, src.run_id)
             say(f"logged to MLflow run {src.run_id}: {', '.join(logged)}")
-    except ExportError as e:
+    except (ExportError, SelectionError) as e:
         _fail(str(e), code=1)
     except (FileNotFoundError, ValueError, RuntimeError, MlflowException) as e:
         _fail(str(e))
@@ -514,8 +516,10 @@ def bench_command(
         _fail("give --onnx or --best, not both")
     from mlflow.exceptions import MlflowException
 
+    from srstudy.analysis.select import SelectionError, best_run
+
     from .edge import BenchTimeout, NoJetsonError, bench_on_node, log_bench, run_benchmark
-    from .export import ExportError, best_run, onnx_for_run, read_onnx
+    from .export import ExportError, onnx_for_run, read_onnx
 
     say = lambda m: console.print(escape(m), soft_wrap=True)  # noqa: E731
     try:
@@ -527,7 +531,7 @@ def bench_command(
             say(f"Pareto-best run: {run_id} ({', '.join(f'{k}={v:.5g}' for k, v in chosen.values.items())})")
         uri = uri or StudyDir(workdir).tracking_uri
         model = read_onnx(onnx) if onnx is not None else onnx_for_run(uri, run_id, fp16=fp16, say=say)
-    except (ExportError, FileNotFoundError, ValueError, MlflowException) as e:
+    except (ExportError, SelectionError, FileNotFoundError, ValueError, MlflowException) as e:
         _fail(str(e))
     options = dict(samples=samples, size=size, warmup=warmup, runtime=runtime.value, fp16=fp16, energy=energy.value,
                    tegrastats_cmd=shlex.split(tegrastats_cmd), idle_s=idle_s)
