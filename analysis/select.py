@@ -4,7 +4,7 @@
     chosen.run_id, chosen.values, chosen.front
 
 What `srstudy export --best` and `srstudy bench --best` act on. Objectives: as given, else
-the study's own (its `study.json`), else the analysis default (`front.DEFAULT_OBJECTIVES`); objectives
+the study's own (its `study.json`), else `srstudy.objectives.DEFAULT_OBJECTIVES`; objectives
 that no finished run measured are left out with a notice (e.g. GPU energy on a CPU-only
 study); a run missing a metric is excluded from the front, never counted as 0.
 """
@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from srstudy.objectives import DEFAULT_OBJECTIVES, ObjectiveError, Say, parse_objectives
 from srstudy.workdir import DEFAULT_WORKDIR
 
-from .front import DEFAULT_OBJECTIVES, analyse, split_measured
+from .front import analyse, measured_objectives
 from .load import load_runs, resolve_source
 
 log = logging.getLogger("srstudy.analysis.select")
-
-Say = Callable[[str], None]
 
 
 class SelectionError(RuntimeError):
@@ -59,17 +58,16 @@ def best_run(*, workdir: str | Path | None = None, tracking_uri: str | None = No
     runs = load_runs(source)
     if runs.empty:
         raise SelectionError(f"no trial runs in experiment {source.experiment!r} at {source.tracking_uri}")
-    wanted = objectives or source.objectives or DEFAULT_OBJECTIVES
-    kept, dropped = split_measured(runs, wanted)
-    for o in dropped:
-        say(f"objective {o} dropped: no finished run measured it")
-    if not kept:
-        raise SelectionError(f"none of the objectives {wanted} is measured in a finished run at {source.tracking_uri}")
+    wanted = parse_objectives(objectives or source.objectives or DEFAULT_OBJECTIVES)
+    try:
+        kept = measured_objectives(runs, wanted, lambda message: say(f"notice: {message}"))
+    except ObjectiveError as e:
+        raise SelectionError(f"{e} (runs at {source.tracking_uri})") from None
     result = analyse(runs, kept, constraints)
     if result.knee_run_id is None:
         raise SelectionError("no finished trial run has every objective; " + " ".join(result.summary_lines()))
     knee = result.knee
     return BestRun(run_id=str(result.knee_run_id), tracking_uri=source.tracking_uri,
                    objectives=[str(o) for o in kept], values={m: float(knee[m]) for m in result.metrics},
-                   front=[str(r) for r in result.front["run_id"]], dropped=[str(o) for o in dropped],
+                   front=[str(r) for r in result.front["run_id"]], dropped=[str(o) for o in wanted if o not in kept],
                    summary=result.summary_lines())

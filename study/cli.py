@@ -282,11 +282,12 @@ def _study_source(workdir, tracking_uri, experiment, study_name):
 def _analyse_source(source, objectives, constraints, reference, say):
     """Load and rank; objectives given explicitly must be measured, default ones that are
     not (GPU energy on CPU) are dropped with a notice."""
-    from srstudy.analysis.front import (DEFAULT_OBJECTIVES, ObjectiveError, analyse, split_measured,
-                                        unmeasured_hint)
     from mlflow.exceptions import MlflowException
 
+    from srstudy.analysis.front import analyse, measured_objectives
     from srstudy.analysis.load import load_runs
+
+    from .objectives import DEFAULT_OBJECTIVES, ObjectiveError
 
     try:
         runs = load_runs(source)
@@ -294,11 +295,8 @@ def _analyse_source(source, objectives, constraints, reference, say):
             _fail(f"experiment {source.experiment!r} at {source.tracking_uri} has no trial runs (tag role=trial)"
                   + (f" of study {source.study!r}" if source.study else "") + "; has the study run yet?")
         if objectives is None:
-            objectives, dropped = split_measured(runs, source.objectives or DEFAULT_OBJECTIVES)
-            for o in dropped:
-                say(f"notice: objective {o} left out: measured in no finished run{unmeasured_hint(runs, o.metric)}")
-            if not objectives:
-                _fail("no default objective is measured in these runs; give --objectives")
+            objectives = measured_objectives(runs, source.objectives or DEFAULT_OBJECTIVES,
+                                             lambda message: say(f"notice: {message}"))
         ref = None
         if reference is not None:
             try:

@@ -24,15 +24,14 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
 
 from . import _ray
-from .config import Objective, StudyConfig, flatten
-from .metric_names import ANALYTIC_METRICS, ENERGY_METRICS, GPU_MEMORY_METRICS
+from .config import StudyConfig, flatten
+from .objectives import ANALYTIC_METRICS, Objective, measurable_here
 from .progress import StudyProgress, trial_error
 from .tracking import TrialRun
 from .workdir import StudyDir
@@ -42,51 +41,6 @@ log = logging.getLogger("srstudy.launch")
 
 class StudyExistsError(RuntimeError):
     """The workdir already holds a study and --resume was not given."""
-
-
-# ---- objectives that can be measured here -------------------------------------------------
-def energy_unavailable_reason(resources_gpu: float) -> str | None:
-    """Why GPU energy can't be measured for these trials (None: it can)."""
-    if resources_gpu <= 0:
-        return "trials run on CPU (resources.gpu = 0)"
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        if pynvml.nvmlDeviceGetCount() < 1:
-            return "NVML sees no GPU"
-    except Exception as e:  # noqa: BLE001 - any NVML failure means no energy
-        return f"NVML unavailable ({type(e).__name__}: {e})"
-    return None
-
-
-def _unmeasurable(metric: str, study: StudyConfig, energy_reason: str | None) -> str | None:
-    """Why the study's trials cannot measure `metric` here (None: they can)."""
-    if metric in ENERGY_METRICS and energy_reason is not None:
-        return f"GPU energy cannot be measured ({energy_reason})"
-    if metric in GPU_MEMORY_METRICS and study.resources.gpu <= 0:
-        return "GPU memory is not measured: trials run on CPU (resources.gpu = 0)"
-    return None
-
-
-def measurable_objectives(study: StudyConfig, say: Callable[[str], None]) -> list[Objective]:
-    """The study's objectives minus those this machine cannot measure (with a notice; a
-    constraint on such a metric gets a notice too: no trial can be held to it)."""
-    energy_reason = energy_unavailable_reason(study.resources.gpu)
-    for c in study.constraints:
-        reason = _unmeasurable(c.metric, study, energy_reason)
-        if reason:
-            say(f"constraint {c} cannot be applied: {reason}; no trial is filtered on it")
-    kept = []
-    for obj in study.objectives:
-        reason = _unmeasurable(obj.metric, study, energy_reason)
-        if reason:
-            say(f"objective {obj} dropped from the search: {reason}; it is not filled with 0")
-            continue
-        kept.append(obj)
-    if not kept:
-        raise ValueError("no objective is left to optimise on this machine; add one that can be measured, e.g. psnr:max")
-    return kept
 
 
 # ---- Optuna side ----------------------------------------------------------------------------
@@ -307,7 +261,8 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
     if resume and state is None:
         console.print(f"[yellow]--resume: no study in {workdir} yet, starting a new one[/]")
 
-    objectives = measurable_objectives(study, lambda msg: console.print(f"[yellow]notice:[/] {msg}"))
+    objectives = measurable_here(study.objectives, study.constraints, study.resources.gpu,
+                                 lambda msg: console.print(f"[yellow]notice:[/] {msg}"))
     obj_names = [o.metric for o in objectives]
     storage_url = workdir.optuna_url
 
