@@ -6,22 +6,23 @@
     result = analyse(runs, "psnr:max,params:min,latency:min", ["params<=150000"])
     result.front, result.excluded, result.hypervolume, result.knee
 
-Modules: `pareto` (non-dominated sort, exact hypervolume, knee), `front` (objectives,
-constraints, exclusions), `load` (MLflow → pandas, `pareto_rank` tags), `plots`,
+Modules: `pareto` (non-dominated sort, exact hypervolume, knee), `front` (objectives from
+`srstudy.objectives`, exclusions), `select` (the best run: the front's knee), `load`
+(MLflow → pandas, `pareto_rank` tags), `plots`,
 `findings` (the paper's findings), `report` (one self-contained HTML file). Plots and the
 report import matplotlib when used.
 """
-from .front import (
+from srstudy.objectives import (
     ALIASES,
+    DEFAULT_OBJECTIVES,
     Constraint,
-    FrontResult,
     Objective,
     ObjectiveError,
-    analyse,
     parse_constraints,
     parse_objectives,
-    split_measured,
 )
+
+from .front import FrontResult, analyse, measured_objectives
 from .load import SourceError, StudySource, load_runs, resolve_source, tag_ranks
 from .pareto import (
     default_reference,
@@ -34,8 +35,8 @@ from .pareto import (
 )
 
 __all__ = [
-    "ALIASES", "Constraint", "FrontResult", "Objective", "ObjectiveError", "SourceError", "StudySource",
-    "analyse", "default_reference", "dominates", "hypervolume", "knee_distance", "knee_index", "load_runs",
-    "parse_constraints", "parse_objectives", "pareto_front", "pareto_ranks", "resolve_source", "split_measured",
-    "tag_ranks",
+    "ALIASES", "DEFAULT_OBJECTIVES", "Constraint", "FrontResult", "Objective", "ObjectiveError", "SourceError",
+    "StudySource", "analyse", "default_reference", "dominates", "hypervolume", "knee_distance", "knee_index",
+    "load_runs", "measured_objectives", "parse_constraints", "parse_objectives", "pareto_front", "pareto_ranks",
+    "resolve_source", "tag_ranks",
 ]

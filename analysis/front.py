@@ -14,99 +14,24 @@ every finished run that lacks it.
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from srstudy.metric_names import ALIASES, CONSTRAINT_PATTERN, resolve_metric  # noqa: F401  (one vocabulary with the study config)
+from srstudy.objectives import (
+    Constraint,
+    Objective,
+    ObjectiveError,
+    Say,
+    keep_measurable,
+    parse_constraints,
+    parse_objectives,
+    resolve_metric,
+)
 
 from .pareto import default_reference, hypervolume, knee_index, pareto_ranks
-
-DEFAULT_OBJECTIVES = "psnr:max,energy:min,params:min,latency:min"
-_MAXIMISED = re.compile(r"(psnr|ssim|iterations_per_s|images_per_s)$")
-
-
-class ObjectiveError(ValueError):
-    """An objective or constraint that cannot be evaluated on these runs."""
-
-
-def default_direction(metric: str) -> str:
-    """'max' for PSNR/SSIM/throughput metrics, 'min' for everything else."""
-    return "max" if _MAXIMISED.search(metric) else "min"
-
-
-@dataclass(frozen=True)
-class Objective:
-    metric: str
-    direction: str  # 'min' | 'max'
-
-    @classmethod
-    def parse(cls, spec: "str | Objective") -> "Objective":
-        """`psnr:max`, `gpu_energy_j:min`, or a bare name (direction from the name)."""
-        if isinstance(spec, Objective):
-            return spec
-        text = spec.strip()
-        if not text:
-            raise ObjectiveError("empty objective; write metric:max or metric:min, e.g. psnr:max")
-        metric, _, direction = text.partition(":")
-        metric = resolve_metric(metric)
-        direction = direction.strip().lower() or default_direction(metric)
-        if direction not in ("min", "max"):
-            raise ObjectiveError(f"objective {text!r}: direction must be 'max' or 'min', e.g. {metric}:max")
-        return cls(metric, direction)
-
-    def __str__(self) -> str:
-        return f"{self.metric}:{self.direction}"
-
-
-@dataclass(frozen=True)
-class Constraint:
-    metric: str
-    op: str
-    value: float
-
-    @classmethod
-    def parse(cls, spec: "str | Constraint") -> "Constraint":
-        """`params<=150000`, `latency <= 5`, `psnr>=20` (aliases allowed)."""
-        if isinstance(spec, Constraint):
-            return spec
-        m = CONSTRAINT_PATTERN.fullmatch(spec)
-        if not m:
-            raise ObjectiveError(f"constraint {spec!r}: write 'metric <= value', e.g. 'params<=150000' "
-                                 "(operators <=, >=, <, >, ==)")
-        return cls(resolve_metric(m.group(1)), m.group(2), float(m.group(3)))
-
-    def holds(self, values) -> np.ndarray:
-        v = np.asarray(values, dtype=np.float64)
-        return {"<=": v <= self.value, ">=": v >= self.value, "<": v < self.value,
-                ">": v > self.value, "==": v == self.value}[self.op]
-
-    def __str__(self) -> str:
-        return f"{self.metric}{self.op}{self.value:g}"
-
-
-def parse_objectives(spec: "str | Sequence[str | Objective]") -> list[Objective]:
-    """A comma-separated string or a list → objectives (aliases resolved, no duplicates)."""
-    items = [s for s in spec.split(",") if s.strip()] if isinstance(spec, str) else list(spec)
-    objs = [Objective.parse(s) for s in items]
-    if not objs:
-        raise ObjectiveError("no objectives given; e.g. psnr:max,params:min")
-    seen = [o.metric for o in objs]
-    dup = sorted({m for m in seen if seen.count(m) > 1})
-    if dup:
-        raise ObjectiveError(f"objective(s) {dup} given twice")
-    return objs
-
-
-def parse_constraints(specs: "Iterable[str | Constraint] | str | None") -> list[Constraint]:
-    if specs is None:
-        return []
-    if isinstance(specs, str):
-        specs = [specs]
-    return [Constraint.parse(s) for s in specs]
 
 
 def _numeric(runs: pd.DataFrame, column: str) -> pd.Series:
@@ -122,12 +47,16 @@ def measured(runs: pd.DataFrame, metric: str) -> int:
     return int(_numeric(runs, resolve_metric(metric)).notna().sum())
 
 
-def split_measured(runs: pd.DataFrame, objectives) -> tuple[list[Objective], list[Objective]]:
-    """(objectives measured in at least one finished run, those measured in none)."""
-    objs = parse_objectives(objectives)
+def measured_objectives(runs: pd.DataFrame, objectives, say: Say) -> list[Objective]:
+    """The objectives measured in at least one finished run; each other one is left out with
+    a notice (`objectives.keep_measurable`, the reason the runs give), never filled with 0.
+    ObjectiveError when none is left."""
     done = runs[finished_mask(runs)] if len(runs) else runs
-    kept = [o for o in objs if measured(done, o.metric) > 0]
-    return kept, [o for o in objs if o not in kept]
+
+    def why_not(metric: str) -> str | None:
+        return None if measured(done, metric) else f"measured in no finished run{unmeasured_hint(runs, metric)}"
+
+    return keep_measurable(parse_objectives(objectives), why_not, say, where="in any finished run")
 
 
 def _pruned(runs: pd.DataFrame) -> pd.Series:

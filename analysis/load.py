@@ -15,13 +15,14 @@ for `val_psnr` that is the final validation), and `tag.<key>` for the run's own 
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from srstudy.workdir import StudyDir, missing_store
 
 PARENT_TAG = "mlflow.parentRunId"
 RANK_TAG = "pareto_rank"
@@ -51,18 +52,11 @@ class StudySource:
         return MlflowClient(tracking_uri=self.tracking_uri)
 
 
-def _sqlite_path(uri: str) -> Path | None:
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = uri[len("sqlite:///"):].split("?", 1)[0]
-    return Path(path) if path and path != ":memory:" else None
-
-
 def _check_store(uri: str, hint: str) -> None:
     """An sqlite store must exist (MLflow would silently create an empty one)."""
-    path = _sqlite_path(uri)
-    if path is not None and not path.exists():
-        raise SourceError(f"no MLflow store at {uri} ({path} does not exist); {hint}")
+    missing = missing_store(uri)
+    if missing:
+        raise SourceError(f"{missing}; {hint}")
 
 
 def resolve_source(workdir: str | Path | None = None, *, tracking_uri: str | None = None,
@@ -78,18 +72,18 @@ def resolve_source(workdir: str | Path | None = None, *, tracking_uri: str | Non
     """
     objectives: list[str] = []
     if workdir is not None:
-        workdir = Path(workdir).expanduser().resolve()
-        state_file = workdir / "study.json"
-        if not state_file.exists():
+        study_dir = StudyDir(workdir)
+        state = study_dir.read_state()
+        if state is None:
             raise SourceError(
-                f"{workdir} holds no study.json, so it is not a `srstudy launch` workdir; point --workdir at "
-                "one, or give --tracking-uri URI --experiment NAME")
-        state = json.loads(state_file.read_text())
+                f"{study_dir} holds no {study_dir.state_file.name}, so it is not a `srstudy launch` workdir; point "
+                "--workdir at one, or give --tracking-uri URI --experiment NAME")
+        workdir = study_dir.path
         study = study or state.get("name")
         parent_run_id = parent_run_id or state.get("parent_run_id")
         objectives = list(state.get("objectives") or [])
         if tracking_uri is None:
-            tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
+            tracking_uri = study_dir.tracking_uri
             _check_store(tracking_uri, "if this study logged to an MLflow server, pass its --tracking-uri")
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not tracking_uri:

@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from srstudy.objectives import DEFAULT_OBJECTIVES
+
 from . import findings
-from .front import DEFAULT_OBJECTIVES, FrontResult, analyse, fmt, hypervolume_history, split_measured, unmeasured_hint
+from .front import FrontResult, analyse, fmt, hypervolume_history, measured_objectives
 from .load import StudySource, load_runs
 
 _CSS = """
@@ -172,8 +174,6 @@ def write_report(source: StudySource, out: str | Path, *, objectives=None, const
     runs = load_runs(source)
     notices = []
     if objectives is None:
-        objectives, dropped = split_measured(runs, source.objectives or DEFAULT_OBJECTIVES)
-        notices += [f"objective {o} left out: measured in no finished run{unmeasured_hint(runs, o.metric)}"
-                    for o in dropped]
+        objectives = measured_objectives(runs, source.objectives or DEFAULT_OBJECTIVES, notices.append)
     result = analyse(runs, objectives, constraints, reference=reference)
     return build_report_html(source, runs, result, out, notices=notices), result

@@ -137,7 +137,7 @@ def main() -> None:  # pragma: no cover - needs a GPU and the hooks
     from srstudy.launch import launch
     from srstudy.measure.attribution import load_trial_pids, read_samples
     from srstudy.measure.study_session import study_results
-    from srstudy.tracking import default_tracking_uri
+    from srstudy.workdir import StudyDir
     from srstudy.trials.distill import run_trial
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -168,13 +168,13 @@ def main() -> None:  # pragma: no cover - needs a GPU and the hooks
     per_trial_att, totals, att_tags = study_results(study_dir, uuids)
     spans = [(r["started_at"], r["ended_at"]) for r in load_trial_pids(study_dir) if r.get("ended_at")]
 
-    alone_uri = default_tracking_uri(work / "alone")
+    alone_uri = StudyDir(work / "alone").create().tracking_uri
     rows = []
     for r in done:
         tid = r["trial_id"]
         params = {k: r[k] for k in study.search_space}
         alone = run_trial(study.trial_config(params), workdir=work / "alone", tracking_uri=alone_uri,
-                          trial_dir=work / "alone" / tid, teacher_cache=study_dir / "teachers", run_name=f"alone-{tid}")
+                          trial_dir=work / "alone" / tid, teacher_cache=StudyDir(study_dir).teachers, run_name=f"alone-{tid}")
         alone_tags = MlflowClient(tracking_uri=alone_uri).get_run(alone.run_id).data.tags
         rows.append(trial_row(tid, params, runs[tid].metrics, runs[tid].tags,
                               per_trial_att.get(tid, {}).get("gpu_energy_attributed_j"), alone.metrics, alone_tags))

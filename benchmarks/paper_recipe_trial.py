@@ -23,6 +23,7 @@ import torch
 
 from srstudy.trials.distill import run_trial
 from srstudy.trials.teacher import get_teacher
+from srstudy.workdir import StudyDir
 
 from recipe import recipe_config
 
@@ -45,7 +46,7 @@ def main() -> None:
     device = torch.device(cfg.device if cfg.device != "auto" else "cuda")
     teacher = None
     if cfg.alpha > 0:  # alpha = 0 trains no teacher (run_trial skips it too)
-        teacher = get_teacher(cfg, cache_dir=Path(args.workdir) / "teachers", device=device)
+        teacher = get_teacher(cfg, cache_dir=StudyDir(args.workdir).teachers, device=device)
     teacher_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     result = run_trial(cfg, workdir=args.workdir)

@@ -29,6 +29,7 @@ from srstudy.config import load_study_config
 from srstudy.launch import launch
 from srstudy.trials.distill import run_trial
 from srstudy.trials.teacher import get_teacher
+from srstudy.workdir import StudyDir
 
 PER_TRIAL = ("val_psnr", "Set5_psnr", "Set5_ssim", "params", "latency_ms", "gpu_energy_j", "gpu_avg_power_w",
              "gpu_energy_per_iter_j", "iterations_per_s", "train_time_s", "wall_time_s",
@@ -58,7 +59,7 @@ def main() -> None:
                               + [f"workdir={work / 'study'}"])
     cfg = study.trial
     device = torch.device("cuda" if cfg.device in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
-    teachers = work / "study" / "teachers"  # where the study's trials look for it
+    teachers = StudyDir(work / "study").teachers  # where the study's trials look for it
 
     t0 = time.perf_counter()
     teacher = get_teacher(cfg, cache_dir=teachers, device=device) if cfg.alpha > 0 else None

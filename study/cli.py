@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .workdir import DEFAULT_WORKDIR, StudyDir, WorkdirError, check_workdir
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -74,18 +76,13 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _check_workdir(workdir: Optional[Path], what: str = "--workdir") -> Optional[Path]:
-    """A workdir must be a folder or not exist yet (then it is created): a file there, or a
-    file in its parents, is refused before any work starts. The callback of every --workdir."""
+    """`workdir.check_workdir`, refusing a file before any work starts."""
     if workdir is None:
         return None
-    for p in (workdir, *workdir.parents):
-        if p.is_dir():
-            break
-        if p.exists():
-            where = f"{what} {p}" if p == workdir else f"{what} {workdir}: its parent {p}"
-            _fail(f"{where} is a file, not a folder; give a folder (it is created if missing), "
-                  "e.g. --workdir srstudy-runs")
-    return workdir
+    try:
+        return check_workdir(workdir, what)
+    except WorkdirError as e:
+        _fail(str(e))
 
 
 def _workdir_option(workdir: Optional[Path]) -> Optional[Path]:
@@ -171,7 +168,7 @@ def _progress_bar(description: str):
 @app.command("trial")
 def trial_command(
     config: Optional[Path] = typer.Option(None, "--config", help="trial YAML (defaults: MambaLiteSR's recipe)"),
-    workdir: Path = typer.Option(Path("srstudy-runs"), "--workdir", callback=_workdir_option, help="trials, teacher cache, MLflow sqlite"),
+    workdir: Path = typer.Option(DEFAULT_WORKDIR, "--workdir", callback=_workdir_option, help="trials, teacher cache, MLflow sqlite"),
     overrides: Overrides = [],
     tracking_uri: TrackingUri = None,
     verbose: Verbose = False,
@@ -198,7 +195,7 @@ def trial_command(
 @app.command("teacher")
 def teacher_command(
     config: Optional[Path] = typer.Option(None, "--config", help="trial YAML whose teacher section is used"),
-    workdir: Path = typer.Option(Path("srstudy-runs"), "--workdir", callback=_workdir_option),
+    workdir: Path = typer.Option(DEFAULT_WORKDIR, "--workdir", callback=_workdir_option),
     overrides: Overrides = [],
     verbose: Verbose = False,
 ) -> None:
@@ -211,7 +208,7 @@ def teacher_command(
 
     with _progress_bar("teacher") as progress:
         try:
-            t = get_teacher(cfg, cache_dir=Path(workdir) / "teachers", device=resolve_device(cfg.device),
+            t = get_teacher(cfg, cache_dir=StudyDir(workdir).teachers, device=resolve_device(cfg.device),
                             progress=lambda it: progress(it, cfg.teacher.iterations))
         except (FileNotFoundError, ValueError, RuntimeError) as e:
             _fail(str(e))
@@ -222,7 +219,7 @@ def teacher_command(
 @app.command("launch")
 def launch_command(
     config: Optional[Path] = typer.Option(None, "--config", help="study YAML (default: the bundled CPU study)"),
-    workdir: Optional[Path] = typer.Option(None, "--workdir", callback=_workdir_option, help="study folder (default: the config's, ./srstudy-runs)"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", callback=_workdir_option, help=f"study folder (default: the config's, ./{DEFAULT_WORKDIR})"),
     overrides: Overrides = [],
     resume: bool = typer.Option(False, "--resume", help="continue the study already in --workdir"),
     address: Optional[str] = typer.Option(None, "--address", help="join a Ray cluster: auto or host:port (default: local Ray on 127.0.0.1)"),
@@ -234,7 +231,7 @@ def launch_command(
     from .config import ConfigError, load_study_config
     from .launch import StudyExistsError, launch
     from .progress import print_failed_trials
-    from .workdir_lock import WorkdirLockedError
+    from .workdir import WorkdirLockedError
 
     try:
         study = load_study_config(config, list(overrides) + ([f"workdir={workdir}"] if workdir else []))
@@ -273,7 +270,7 @@ def _study_source(workdir, tracking_uri, experiment, study_name):
     from srstudy.analysis.load import SourceError, resolve_source
 
     if workdir is None and tracking_uri is None and experiment is None and not os.environ.get("MLFLOW_TRACKING_URI"):
-        workdir = Path("srstudy-runs")
+        workdir = DEFAULT_WORKDIR
     try:
         return resolve_source(workdir, tracking_uri=tracking_uri, experiment=experiment, study=study_name)
     except SourceError as e:
@@ -285,11 +282,12 @@ def _study_source(workdir, tracking_uri, experiment, study_name):
 def _analyse_source(source, objectives, constraints, reference, say):
     """Load and rank; objectives given explicitly must be measured, default ones that are
     not (GPU energy on CPU) are dropped with a notice."""
-    from srstudy.analysis.front import (DEFAULT_OBJECTIVES, ObjectiveError, analyse, split_measured,
-                                        unmeasured_hint)
     from mlflow.exceptions import MlflowException
 
+    from srstudy.analysis.front import analyse, measured_objectives
     from srstudy.analysis.load import load_runs
+
+    from .objectives import DEFAULT_OBJECTIVES, ObjectiveError
 
     try:
         runs = load_runs(source)
@@ -297,11 +295,8 @@ def _analyse_source(source, objectives, constraints, reference, say):
             _fail(f"experiment {source.experiment!r} at {source.tracking_uri} has no trial runs (tag role=trial)"
                   + (f" of study {source.study!r}" if source.study else "") + "; has the study run yet?")
         if objectives is None:
-            objectives, dropped = split_measured(runs, source.objectives or DEFAULT_OBJECTIVES)
-            for o in dropped:
-                say(f"notice: objective {o} left out: measured in no finished run{unmeasured_hint(runs, o.metric)}")
-            if not objectives:
-                _fail("no default objective is measured in these runs; give --objectives")
+            objectives = measured_objectives(runs, source.objectives or DEFAULT_OBJECTIVES,
+                                             lambda message: say(f"notice: {message}"))
         ref = None
         if reference is not None:
             try:
@@ -317,7 +312,7 @@ def _analyse_source(source, objectives, constraints, reference, say):
 
 @app.command("pareto")
 def pareto_command(
-    workdir: Optional[Path] = typer.Option(None, "--workdir", callback=_workdir_option, help="a `srstudy launch` folder (study.json, mlflow.db); default ./srstudy-runs"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", callback=_workdir_option, help=f"a `srstudy launch` folder (study.json, mlflow.db); default ./{DEFAULT_WORKDIR}"),
     tracking_uri: TrackingUri = None,
     experiment: Experiment = None,
     study_name: StudyName = None,
@@ -368,7 +363,7 @@ def pareto_command(
 
 @app.command("report")
 def report_command(
-    workdir: Optional[Path] = typer.Option(None, "--workdir", callback=_workdir_option, help="a `srstudy launch` folder; default ./srstudy-runs"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", callback=_workdir_option, help=f"a `srstudy launch` folder; default ./{DEFAULT_WORKDIR}"),
     tracking_uri: TrackingUri = None,
     experiment: Experiment = None,
     study_name: StudyName = None,
@@ -426,7 +421,7 @@ def export_command(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="a .pth: srstudy's, or the official DVMSR (BasicSR) file"),
     out: Path = typer.Option(..., "--out", help="folder for model.onnx (+ model_fp16.onnx, a TensorRT engine) and export.json"),
     fp16: bool = typer.Option(False, "--fp16", help="also model_fp16.onnx (fp16 inside, the scan in fp32, fp32 I/O); an fp16 TensorRT engine"),
-    workdir: Optional[Path] = typer.Option(None, "--workdir", callback=_workdir_option, help="the study folder (default ./srstudy-runs): its mlflow.db and study.json"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", callback=_workdir_option, help=f"the study folder (default ./{DEFAULT_WORKDIR}): its mlflow.db and study.json"),
     tracking_uri: TrackingUri = None,
     experiment: Experiment = None,
     objectives: Objectives = None,
@@ -444,6 +439,8 @@ def export_command(
     _one_source(run_id=run_id, best=best, checkpoint=checkpoint)
     from mlflow.exceptions import MlflowException
 
+    from srstudy.analysis.select import SelectionError
+
     from .export import ExportError, export, load_source, log_export
 
     say = lambda m: console.print(escape(m), soft_wrap=True)  # noqa: E731
@@ -459,7 +456,7 @@ def export_command(
         if log_run and src.run_id:
             logged = log_export(report, src.tracking_uri, src.run_id)
             say(f"logged to MLflow run {src.run_id}: {', '.join(logged)}")
-    except ExportError as e:
+    except (ExportError, SelectionError) as e:
         _fail(str(e), code=1)
     except (FileNotFoundError, ValueError, RuntimeError, MlflowException) as e:
         _fail(str(e))
@@ -498,7 +495,7 @@ def bench_command(
     address: str = typer.Option("auto", "--address", help="the Ray cluster with the Jetson worker: auto or host:port"),
     wait: float = typer.Option(10.0, "--wait", min=0, help="seconds to wait for a node with the jetson resource to appear"),
     timeout: float = typer.Option(1800.0, "--timeout", min=1, help="seconds before the benchmark task is cancelled"),
-    workdir: Optional[Path] = typer.Option(None, "--workdir", callback=_workdir_option, help="the study folder (default ./srstudy-runs)"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", callback=_workdir_option, help=f"the study folder (default ./{DEFAULT_WORKDIR})"),
     tracking_uri: TrackingUri = None,
     experiment: Experiment = None,
     objectives: Objectives = None,
@@ -517,8 +514,10 @@ def bench_command(
         _fail("give --onnx or --best, not both")
     from mlflow.exceptions import MlflowException
 
+    from srstudy.analysis.select import SelectionError, best_run
+
     from .edge import BenchTimeout, NoJetsonError, bench_on_node, log_bench, run_benchmark
-    from .export import ExportError, best_run, onnx_for_run, read_onnx, workdir_tracking_uri
+    from .export import ExportError, onnx_for_run, read_onnx
 
     say = lambda m: console.print(escape(m), soft_wrap=True)  # noqa: E731
     try:
@@ -528,9 +527,9 @@ def bench_command(
                               objectives=objectives, say=say)
             run_id, uri = chosen.run_id, chosen.tracking_uri
             say(f"Pareto-best run: {run_id} ({', '.join(f'{k}={v:.5g}' for k, v in chosen.values.items())})")
-        uri = uri or workdir_tracking_uri(workdir)
+        uri = uri or StudyDir(workdir).tracking_uri
         model = read_onnx(onnx) if onnx is not None else onnx_for_run(uri, run_id, fp16=fp16, say=say)
-    except (ExportError, FileNotFoundError, ValueError, MlflowException) as e:
+    except (ExportError, SelectionError, FileNotFoundError, ValueError, MlflowException) as e:
         _fail(str(e))
     options = dict(samples=samples, size=size, warmup=warmup, runtime=runtime.value, fp16=fp16, energy=energy.value,
                    tegrastats_cmd=shlex.split(tegrastats_cmd), idle_s=idle_s)

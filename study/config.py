@@ -22,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from srstudy.models.dvmsr import DVMSRConfig
 
 from .config_io import ConfigError, apply_overrides, flatten, parse_override, read_yaml  # noqa: F401 (re-exported)
-from .metric_names import CONSTRAINT_PATTERN, OPERATORS, resolve_metric, unknown_trial_metric
+from .objectives import StudyConstraint, StudyObjective, default_objectives, parse_objectives, unknown_trial_metric
 from .search_space import check_search_space, split_dotted_key_hint
+from .workdir import DEFAULT_WORKDIR
 
 
 class _Model(BaseModel):
@@ -251,58 +252,6 @@ class ParamSpec(_Model):
         return [("low", cast(self.low)), ("high", cast(high))]
 
 
-class Objective(_Model):
-    """A metric to optimise and its direction; accepts `"psnr:max"` shorthand."""
-
-    metric: str
-    direction: Literal["max", "min"]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, v):
-        if isinstance(v, str):
-            if ":" not in v:
-                raise ValueError(f"objective {v!r}: write metric:max or metric:min, e.g. psnr:max")
-            metric, direction = v.rsplit(":", 1)
-            v = {"metric": metric.strip(), "direction": direction.strip()}
-        if isinstance(v, dict) and isinstance(v.get("metric"), str):
-            v = {**v, "metric": resolve_metric(v["metric"])}
-        return v
-
-    def __str__(self) -> str:
-        return f"{self.metric}:{self.direction}"
-
-
-class Constraint(_Model):
-    """`metric op value`, e.g. `params <= 150000` (operators <=, >=, <, >, ==; aliases such
-    as `psnr` allowed, as in `srstudy pareto`); on analytic metrics (params, flops) it is
-    checked before any training and violating trials are skipped."""
-
-    metric: str
-    op: Literal["<=", ">=", "<", ">", "=="]
-    value: float
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, v):
-        if isinstance(v, str):
-            m = CONSTRAINT_PATTERN.fullmatch(v)
-            if not m:
-                raise ValueError(f"constraint {v!r}: write 'metric <= value', e.g. 'params <= 150000' "
-                                 "(operators <=, >=, <, >, ==)")
-            v = {"metric": m.group(1), "op": m.group(2), "value": float(m.group(3))}
-        if isinstance(v, dict) and isinstance(v.get("metric"), str):
-            v = {**v, "metric": resolve_metric(v["metric"])}
-        return v
-
-    def holds(self, value: float) -> bool:
-        """Whether a measured `value` of the metric satisfies the constraint."""
-        return bool(OPERATORS[self.op](value, self.value))
-
-    def __str__(self) -> str:
-        return f"{self.metric} {self.op} {self.value:g}"
-
-
 class Resources(_Model):
     """Per-trial Ray resources; `gpu` may be fractional (0.25 → four trials per GPU)."""
 
@@ -319,21 +268,16 @@ class AshaSettings(_Model):
     reduction_factor: float = Field(2.0, gt=1)
 
 
-def _default_objectives() -> list[Objective]:
-    return [Objective(metric=m, direction=d) for m, d in
-            (("val_psnr", "max"), ("gpu_energy_j", "min"), ("params", "min"), ("latency_ms", "min"))]
-
-
 class StudyConfig(_Model):
     """A hyper-parameter study: a base trial, what to search, what to optimise, how to run."""
 
     name: str = Field("srstudy", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    workdir: Path = Path("srstudy-runs")
+    workdir: Path = DEFAULT_WORKDIR
     tracking_uri: str | None = Field(None, description="MLflow URI (default: sqlite under workdir)")
     trial: TrialConfig = Field(default_factory=TrialConfig)
     search_space: dict[str, ParamSpec] = Field(default_factory=dict)
-    objectives: list[Objective] = Field(default_factory=_default_objectives, min_length=1)
-    constraints: list[Constraint] = Field(default_factory=list)
+    objectives: list[StudyObjective] = Field(default_factory=default_objectives, min_length=1)
+    constraints: list[StudyConstraint] = Field(default_factory=list)
     num_samples: int = Field(8, ge=1)
     max_concurrent: int = Field(4, ge=1)
     resources: Resources = Field(default_factory=Resources)
@@ -365,9 +309,8 @@ class StudyConfig(_Model):
                 problem = unknown_trial_metric(item.metric, info.data["trial"].data.benchmark_sets)
                 if problem:
                     raise ValueError(f"{item}: {problem}")
-        metrics = [item.metric for item in items]
-        if info.field_name == "objectives" and len(set(metrics)) != len(metrics):
-            raise ValueError(f"objectives repeat a metric: {metrics}")
+        if info.field_name == "objectives":
+            parse_objectives(items)  # the one duplicate rule
         return items
 
     def identity(self) -> str:

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from .measure.timing import device_sync, time_ms
+from .workdir import StudyDir, missing_store
 
 log = logging.getLogger("srstudy.export")
 
@@ -390,25 +391,13 @@ class ModelSource:
                 "params": int(sum(p.numel() for p in self.model.parameters()))}
 
 
-def check_store(tracking_uri: str) -> None:
-    """An sqlite store must exist (MLflow would silently create an empty one)."""
-    if tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri[len("sqlite:///"):].split("?", 1)[0])
-        if not path.exists():
-            raise ExportError(f"no MLflow store at {tracking_uri} ({path} does not exist); pass the study's "
-                              "--workdir, or --tracking-uri URI")
-
-
-def workdir_tracking_uri(workdir: str | Path | None) -> str:
-    """The study's default store, `sqlite:///<workdir>/mlflow.db` (nothing is created)."""
-    return f"sqlite:///{Path(workdir or 'srstudy-runs').expanduser().resolve() / 'mlflow.db'}"
-
-
 def _get_run(tracking_uri: str, run_id: str):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    check_store(tracking_uri)
+    missing = missing_store(tracking_uri)
+    if missing:
+        raise ExportError(f"{missing}; pass the study's --workdir, or --tracking-uri URI")
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
         return client, client.get_run(run_id)
@@ -444,56 +433,6 @@ def student_checkpoint(tracking_uri: str, run_id: str, dst: str | Path) -> Path:
                       f"trial_dir={trial_dir!r}); is it a finished trial run?")
 
 
-@dataclass
-class BestRun:
-    """The run `--best` picked: the knee of the Pareto front over `objectives`."""
-
-    run_id: str
-    tracking_uri: str
-    objectives: list[str]
-    values: dict[str, float]
-    front: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
-    summary: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def best_run(*, workdir: str | Path | None = None, tracking_uri: str | None = None, experiment: str | None = None,
-             objectives: str | Sequence[str] | None = None, constraints: Sequence[str] | None = None,
-             say: Say = log.info) -> BestRun:
-    """The Pareto-best trial of a study: `srstudy.analysis` ranks the finished trial runs
-    (missing metrics exclude a run, never count as 0) and the front's knee is the pick.
-
-    Objectives: as given, else the study's own (its `study.json`), else the analysis default;
-    objectives that no finished run measured are dropped with a notice (e.g. GPU energy
-    on a CPU-only study)."""
-    from srstudy.analysis.front import DEFAULT_OBJECTIVES, analyse, split_measured
-    from srstudy.analysis.load import load_runs, resolve_source
-
-    if workdir is None and tracking_uri is None:
-        workdir = "srstudy-runs"
-    source = resolve_source(workdir, tracking_uri=tracking_uri, experiment=experiment)
-    runs = load_runs(source)
-    if runs.empty:
-        raise ExportError(f"no trial runs in experiment {source.experiment!r} at {source.tracking_uri}")
-    wanted = objectives or source.objectives or DEFAULT_OBJECTIVES
-    kept, dropped = split_measured(runs, wanted)
-    for o in dropped:
-        say(f"objective {o} dropped: no finished run measured it")
-    if not kept:
-        raise ExportError(f"none of the objectives {wanted} is measured in a finished run at {source.tracking_uri}")
-    result = analyse(runs, kept, constraints)
-    if result.knee_run_id is None:
-        raise ExportError("no finished trial run has every objective; " + " ".join(result.summary_lines()))
-    knee = result.knee
-    return BestRun(run_id=str(result.knee_run_id), tracking_uri=source.tracking_uri,
-                   objectives=[str(o) for o in kept], values={m: float(knee[m]) for m in result.metrics},
-                   front=[str(r) for r in result.front["run_id"]], dropped=[str(o) for o in dropped],
-                   summary=result.summary_lines())
-
-
 def load_source(*, run_id: str | None = None, best: bool = False, checkpoint: str | Path | None = None,
                 workdir: str | Path | None = None, tracking_uri: str | None = None, experiment: str | None = None,
                 objectives: str | Sequence[str] | None = None, say: Say = log.info) -> ModelSource:
@@ -508,12 +447,14 @@ def load_source(*, run_id: str | None = None, best: bool = False, checkpoint: st
         return ModelSource(load_checkpoint(checkpoint), f"checkpoint {checkpoint}", checkpoint=str(checkpoint))
     chosen = None
     if best:
+        from srstudy.analysis.select import best_run
+
         chosen = best_run(workdir=workdir, tracking_uri=tracking_uri, experiment=experiment,
                           objectives=objectives, say=say)
         run_id, tracking_uri = chosen.run_id, chosen.tracking_uri
         say(f"Pareto-best run (knee over {', '.join(chosen.objectives)}): {run_id} "
             + ", ".join(f"{k}={v:.5g}" for k, v in chosen.values.items()))
-    tracking_uri = tracking_uri or workdir_tracking_uri(workdir)
+    tracking_uri = tracking_uri or StudyDir(workdir).tracking_uri
     with tempfile.TemporaryDirectory(prefix="srstudy-export-") as tmp:
         path = student_checkpoint(tracking_uri, run_id, tmp)
         model = load_checkpoint(path)

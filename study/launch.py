@@ -16,7 +16,7 @@ Resume: `<workdir>/study.json` records the study. After a crash (even kill -9 of
 and Ray), `srstudy launch --resume` restores the Tuner from `<workdir>/ray_results/<name>`
 with the Optuna study from its storage; finished trials are kept, unfinished ones restart and
 continue from their own checkpoints (`<workdir>/trials/<trial id>`) into the same MLflow runs.
-One launcher at a time: `<workdir>/launch.lock` (see `srstudy.workdir_lock`) is held throughout.
+One launcher at a time: `<workdir>/launch.lock` (see `srstudy.workdir`) is held throughout.
 """
 from __future__ import annotations
 
@@ -24,65 +24,23 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from . import _ray, workdir_lock
-from .config import Objective, StudyConfig, flatten
-from .metric_names import ANALYTIC_METRICS, ENERGY_METRICS, GPU_MEMORY_METRICS
+from . import _ray
+from .config import StudyConfig, flatten
+from .objectives import ANALYTIC_METRICS, Objective, measurable_here
 from .progress import StudyProgress, trial_error
-from .tracking import TrialRun, default_tracking_uri
+from .tracking import TrialRun
+from .workdir import StudyDir
 
 log = logging.getLogger("srstudy.launch")
-
-STATE_FILE = "study.json"
 
 
 class StudyExistsError(RuntimeError):
     """The workdir already holds a study and --resume was not given."""
-
-
-# ---- objectives that can be measured here -------------------------------------------------
-def energy_unavailable_reason(resources_gpu: float) -> str | None:
-    """Why GPU energy can't be measured for these trials (None: it can)."""
-    if resources_gpu <= 0:
-        return "trials run on CPU (resources.gpu = 0)"
-    from srstudy.measure.nvml import nvml_unavailable_reason
-
-    return nvml_unavailable_reason()
-
-
-def _unmeasurable(metric: str, study: StudyConfig, energy_reason: str | None) -> str | None:
-    """Why the study's trials cannot measure `metric` here (None: they can)."""
-    if metric in ENERGY_METRICS and energy_reason is not None:
-        return f"GPU energy cannot be measured ({energy_reason})"
-    if metric in GPU_MEMORY_METRICS and study.resources.gpu <= 0:
-        return "GPU memory is not measured: trials run on CPU (resources.gpu = 0)"
-    return None
-
-
-def measurable_objectives(study: StudyConfig, say: Callable[[str], None]) -> list[Objective]:
-    """The study's objectives minus those this machine cannot measure (with a notice; a
-    constraint on such a metric gets a notice too: no trial can be held to it)."""
-    energy_reason = energy_unavailable_reason(study.resources.gpu)
-    for c in study.constraints:
-        reason = _unmeasurable(c.metric, study, energy_reason)
-        if reason:
-            say(f"constraint {c} cannot be applied: {reason}; no trial is filtered on it")
-    kept = []
-    for obj in study.objectives:
-        reason = _unmeasurable(obj.metric, study, energy_reason)
-        if reason:
-            say(f"objective {obj} dropped from the search: {reason}; it is not filled with 0")
-            continue
-        kept.append(obj)
-    if not kept:
-        raise ValueError("no objective is left to optimise on this machine; add one that can be measured, e.g. psnr:max")
-    return kept
 
 
 # ---- Optuna side ----------------------------------------------------------------------------
@@ -180,7 +138,8 @@ def tune_trial(params: dict[str, Any], *, study_json: str, workdir: str, trackin
     cfg = study.trial_config(params)
     torch.set_num_threads(max(1, int(study.resources.cpu)))
     tid = _ray.trial_id()
-    tdir = Path(workdir) / "trials" / tid
+    study_dir = StudyDir(workdir)
+    tdir = study_dir.trial(tid)
     # where it ran: the node, and the GPU(s) Ray gave it there (CUDA_VISIBLE_DEVICES)
     base = {"iteration": 0, "trial_dir": str(tdir), "node_id": _ray.node_id(), "gpu_ids": ",".join(_ray.gpu_ids())}
 
@@ -203,7 +162,7 @@ def tune_trial(params: dict[str, Any], *, study_json: str, workdir: str, trackin
         _ray.report({**base, **m, "iteration": it, "final": False, "mlflow_run_id": run_id()})
 
     result = run_trial(cfg, workdir=workdir, tracking_uri=tracking_uri, trial_dir=tdir,
-                       parent_run_id=parent_run_id, run_name=tid, teacher_cache=Path(workdir) / "teachers",
+                       parent_run_id=parent_run_id, run_name=tid, teacher_cache=study_dir.teachers,
                        on_validate=on_validate)
     m = result.metrics
     final = {**base, **m, "iteration": cfg.iterations, "final": True, "mlflow_run_id": result.run_id}
@@ -224,18 +183,7 @@ class StudyResult:
     wall_s: float = 0.0
 
 
-def _read_state(workdir: Path) -> dict | None:
-    f = workdir / STATE_FILE
-    return json.loads(f.read_text()) if f.exists() else None
-
-
-def _write_state(workdir: Path, state: dict) -> None:
-    tmp = workdir / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    tmp.replace(workdir / STATE_FILE)
-
-
-def _prepare_teacher(study: StudyConfig, workdir: Path) -> None:
+def _prepare_teacher(study: StudyConfig, study_dir: StudyDir) -> None:
     """Train (or find) the shared teacher once, before any trial, on a worker with the
     trials' resources — so concurrent trials never queue on the teacher lock."""
     if study.trial.teacher.checkpoint is not None:
@@ -246,11 +194,11 @@ def _prepare_teacher(study: StudyConfig, workdir: Path) -> None:
         from srstudy.trials.teacher import get_teacher
 
         s = StudyConfig.model_validate_json(study_json)
-        t = get_teacher(s.trial, cache_dir=Path(workdir) / "teachers", device=resolve_device(s.trial.device))
+        t = get_teacher(s.trial, cache_dir=StudyDir(workdir).teachers, device=resolve_device(s.trial.device))
         return t.source
 
     task = _ray.remote(build, num_cpus=study.resources.cpu, num_gpus=study.resources.gpu)
-    source = _ray.get(task.remote(study.model_dump_json(), str(workdir)))
+    source = _ray.get(task.remote(study.model_dump_json(), str(study_dir)))
     log.info("teacher ready (%s)", source)
 
 
@@ -283,26 +231,25 @@ def launch(study: StudyConfig, *, resume: bool = False, address: str | None = No
            console: Console | None = None) -> StudyResult:
     """Run (or resume) a study to `num_samples` finished trials; see the module docstring.
     Holds `<workdir>/launch.lock` throughout: a second launcher on the same folder is refused
-    (`workdir_lock.WorkdirLockedError`, naming the holder)."""
+    (`workdir.WorkdirLockedError`, naming the holder)."""
     console = console or Console(stderr=True)
     if not console.is_terminal:
         console.width = max(console.width, 160)
-    workdir = study.workdir.expanduser().resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    with workdir_lock.acquire(workdir) as lock:
+    study_dir = StudyDir(study.workdir).create()
+    with study_dir.lock() as lock:
         if lock.stale is not None:
             console.print(f"[yellow]notice:[/] {lock.describe_stale()}")
-        return _run_locked(study, workdir, resume=resume, address=address, console=console)
+        return _run_locked(study, study_dir, resume=resume, address=address, console=console)
 
 
-def _run_locked(study: StudyConfig, workdir: Path, *, resume: bool, address: str | None,
+def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address: str | None,
                 console: Console) -> StudyResult:
     import optuna
 
     t0 = time.perf_counter()
-    tracking_uri = study.tracking_uri or default_tracking_uri(workdir)
-    state = _read_state(workdir)
-    exp_path = workdir / "ray_results" / study.name
+    tracking_uri = study.tracking_uri or workdir.tracking_uri
+    state = workdir.read_state()
+    exp_path = workdir.ray_results / study.name
     if state is not None and not resume:
         raise StudyExistsError(
             f"{workdir} already holds study {state['name']!r}; resume it with `srstudy launch --resume "
@@ -314,18 +261,19 @@ def _run_locked(study: StudyConfig, workdir: Path, *, resume: bool, address: str
     if resume and state is None:
         console.print(f"[yellow]--resume: no study in {workdir} yet, starting a new one[/]")
 
-    objectives = measurable_objectives(study, lambda msg: console.print(f"[yellow]notice:[/] {msg}"))
+    objectives = measurable_here(study.objectives, study.constraints, study.resources.gpu,
+                                 lambda msg: console.print(f"[yellow]notice:[/] {msg}"))
     obj_names = [o.metric for o in objectives]
-    storage_url = f"sqlite:///{workdir / 'optuna.db'}"
+    storage_url = workdir.optuna_url
 
     if state is None:
         parent = TrialRun.start(tracking_uri=tracking_uri, experiment=study.trial.experiment,
-                                run_name=f"study-{study.name}", artifact_root=workdir / "artifacts",
+                                run_name=f"study-{study.name}", artifact_root=workdir.artifacts,
                                 tags={"role": "study", "study": study.name})
         parent.log_params(flatten({"study": study.model_dump(mode="json", exclude={"trial"})}))
         state = {"name": study.name, "identity": study.identity(), "parent_run_id": parent.run_id,
                  "experiment_path": str(exp_path), "objectives": [str(o) for o in objectives]}
-        _write_state(workdir, state)
+        workdir.write_state(state)
     else:
         parent = TrialRun.start(tracking_uri=tracking_uri, experiment=study.trial.experiment,
                                 run_id=state["parent_run_id"])
@@ -365,7 +313,7 @@ def _run_locked(study: StudyConfig, workdir: Path, *, resume: bool, address: str
                     search_alg=ResumableConcurrencyLimiter(searcher, max_concurrent=study.max_concurrent),
                     scheduler=scheduler, num_samples=study.num_samples, reuse_actors=False),
                 run_config=_ray.RunConfig(
-                    name=study.name, storage_path=str(workdir / "ray_results"), verbose=0,
+                    name=study.name, storage_path=str(workdir.ray_results), verbose=0,
                     callbacks=[progress], failure_config=_ray.FailureConfig(max_failures=1)),
             )
         grid = tuner.fit()
@@ -409,11 +357,11 @@ def pareto_rows(rows: list[dict[str, Any]], objectives: list[Objective]) -> list
     return [r for r, keep in zip(done, mask) if keep]
 
 
-def _summarise(parent: TrialRun, result: StudyResult, workdir: Path, orphans: int) -> None:
+def _summarise(parent: TrialRun, result: StudyResult, workdir: StudyDir, orphans: int) -> None:
     counts = {s: sum(r["status"] == s for r in result.rows) for s in ("done", "pruned", "skipped", "error")}
     parent.log_metrics({f"trials_{k}": v for k, v in counts.items()} | {
         "pareto_size": len(result.pareto), "study_wall_s": result.wall_s, "optuna_orphans_failed": orphans})
-    out = workdir / "study_trials.json"
+    out = workdir.trials_summary
     out.write_text(json.dumps({"rows": result.rows, "pareto": result.pareto}, indent=1, default=str))
     parent.log_artifact(out, "study")
     parent.finish("FINISHED")

@@ -1,9 +1,9 @@
 """MLflow: one run per trial, resumable into the same run after a crash.
 
-Default store: a sqlite file under the working directory (`<workdir>/mlflow.db`) with
-artifacts in `<workdir>/artifacts`; any tracking URI is accepted. Everything goes through
-an explicit `MlflowClient` (no process-global active run), so trials in Ray workers, the
-CLI and tests never step on each other.
+Default store: a sqlite file under the working directory (`srstudy.workdir.StudyDir`:
+`<workdir>/mlflow.db`, artifacts in `<workdir>/artifacts`); any tracking URI is accepted.
+Everything goes through an explicit `MlflowClient` (no process-global active run), so trials
+in Ray workers, the CLI and tests never step on each other.
 """
 from __future__ import annotations
 
@@ -20,13 +20,6 @@ log = logging.getLogger("srstudy.tracking")
 
 PARENT_TAG = "mlflow.parentRunId"
 GIT_TAG = "mlflow.source.git.commit"
-
-
-def default_tracking_uri(workdir: str | Path) -> str:
-    """`sqlite:///<workdir>/mlflow.db` (the folder is created)."""
-    workdir = Path(workdir).expanduser().resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{workdir / 'mlflow.db'}"
 
 
 def _client(tracking_uri: str):

@@ -38,7 +38,8 @@ from srstudy.measure.evaluate import evaluate_set, model_upscaler
 from srstudy.measure.inference import resolve_device
 from srstudy.models.dvmsr import DVMSR
 from srstudy.models.scan import resolve_backend
-from srstudy.tracking import TrialRun, default_tracking_uri
+from srstudy.tracking import TrialRun
+from srstudy.workdir import StudyDir
 
 from . import inputs
 from .loop import CHECKPOINT_NAME, LoopSpec, LoopState, load_training_checkpoint, train
@@ -69,7 +70,7 @@ class TrialResult:
 
 def trial_dir_for(cfg: TrialConfig, workdir: str | Path) -> Path:
     """`<workdir>/trials/<hash of the config>`: same config + workdir → same folder."""
-    return Path(workdir).expanduser().resolve() / "trials" / cfg.identity()
+    return StudyDir(workdir).trial(cfg.identity())
 
 
 def _peak_gpu_memory(device: torch.device) -> dict[str, float]:
@@ -87,7 +88,7 @@ def _peak_gpu_memory(device: torch.device) -> dict[str, float]:
 def run_trial(
     cfg: TrialConfig,
     *,
-    workdir: str | Path = "srstudy-runs",
+    workdir: str | Path | StudyDir | None = None,
     tracking_uri: str | None = None,
     trial_dir: str | Path | None = None,
     parent_run_id: str | None = None,
@@ -102,10 +103,11 @@ def run_trial(
 
     Hooks, for the study launcher: `on_validate(it, {"val_psnr", "val_ssim", "iteration"})`
     after each validation, `on_checkpoint(it, trial_dir)` after each checkpoint.
+    `workdir`: the study folder (default `./srstudy-runs`).
     """
     wall0 = time.perf_counter()
-    workdir = Path(workdir).expanduser().resolve()
-    tracking_uri = tracking_uri or default_tracking_uri(workdir)
+    workdir = StudyDir(workdir)
+    tracking_uri = tracking_uri or workdir.create().tracking_uri
     tdir = Path(trial_dir) if trial_dir is not None else trial_dir_for(cfg, workdir)
     tdir.mkdir(parents=True, exist_ok=True)
     record = read_record(tdir)
@@ -163,14 +165,14 @@ def _trained_student(cfg: TrialConfig, tdir: Path, device: torch.device, backend
     return student.eval()
 
 
-def _train_student(cfg: TrialConfig, *, workdir: Path, tracking_uri: str, tdir: Path, device, backend,
+def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, tdir: Path, device, backend,
                    parent_run_id, run_name, teacher_cache, hooks) -> tuple[TrialRun, DVMSR, dict[str, Any], int | None]:
     """Teacher, then the student's training (resumed from its checkpoint); returns the run,
     the trained student, the trial's record and the iteration training resumed from."""
     # teacher: from a checkpoint, the cache, or trained now (once for all trials)
     images = inputs.train_images(cfg.data)
     teacher = None
-    teacher_dir = Path(teacher_cache or workdir / "teachers")
+    teacher_dir = Path(teacher_cache or workdir.teachers)
     if cfg.alpha > 0:
         teacher = get_teacher(cfg, cache_dir=teacher_dir, device=device, images=images)
 
@@ -185,7 +187,7 @@ def _train_student(cfg: TrialConfig, *, workdir: Path, tracking_uri: str, tdir: 
     run_file = tdir / RUN_FILE
     run_id = json.loads(run_file.read_text())["run_id"] if run_file.exists() else None
     run = TrialRun.start(tracking_uri=tracking_uri, experiment=cfg.experiment, run_id=run_id,
-                         run_name=run_name, parent_run_id=parent_run_id, artifact_root=workdir / "artifacts",
+                         run_name=run_name, parent_run_id=parent_run_id, artifact_root=workdir.artifacts,
                          tags={"role": "trial", "trial_dir": str(tdir)})
     if run_id is None:
         tmp = run_file.with_suffix(".tmp")
