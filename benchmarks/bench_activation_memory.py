@@ -8,7 +8,7 @@ this CPU):
   coefficients of `trials/memory.py` are read from;
 * `fused_saved`: the saved bytes with a stand-in for the fused (`cuda`, `triton`) scans;
 * `forward`: the same for one no-grad forward (a live teacher's), for `K_INFER`;
-* `peak`: growth of the process's peak resident memory (`ru_maxrss`) over one full step
+* `peak`: growth of the process's peak resident memory (VmHWM, reset before) over one full step
   (forward, L1 loss, backward, Adam) at that batch, after two warm-up steps on one 8×8 patch, in a
   fresh subprocess each (measured before the counting pass, so nothing of that size is cached
   by the allocator yet) — what the trial's pre-flight check must not underestimate.
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 
@@ -41,8 +40,28 @@ CONFIGS = [
 ]
 
 
+def _status_kb(field: str) -> int:
+    """A `/proc/self/status` figure in kB (VmRSS: resident now, VmHWM: its peak)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _growth_of_peak_rss(fn) -> int:
+    """Bytes by which the process's peak resident memory rose above its current RSS while
+    `fn()` ran: the kernel's peak mark (VmHWM) is reset to the current RSS first (writing 5
+    to /proc/self/clear_refs), so neither import nor the parent's peak (`ru_maxrss` is
+    inherited across exec) hides a small step."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    rss0 = _status_kb("VmRSS")
+    fn()
+    return (_status_kb("VmHWM") - rss0) * 1024
+
+
 def _step_in_this_process(C: int, G: int, K: int, N: int, B: int, P: int) -> dict:
-    import psutil
     import torch
     import torch.nn.functional as F
 
@@ -66,10 +85,7 @@ def _step_in_this_process(C: int, G: int, K: int, N: int, B: int, P: int) -> dic
         opt.step()
 
     step(1, p=8), step(1, p=8)  # optimiser state, thread pools; small, so the allocator caches little
-    rss0 = psutil.Process().memory_info().rss
-    peak0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    step(B)  # first at batch B: nothing of its size is cached by the allocator yet
-    peak1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    growth = _growth_of_peak_rss(lambda: step(B))  # first at batch B: nothing of its size cached yet
     storages: dict[int, int] = {}
 
     def count(t):
@@ -78,7 +94,7 @@ def _step_in_this_process(C: int, G: int, K: int, N: int, B: int, P: int) -> dic
         return t
 
     step(B, hook=count)  # the saved tensors of one forward at batch B
-    return {"saved_bytes": sum(storages.values()), "peak_growth_bytes": peak1 - rss0 if peak1 > peak0 else None}
+    return {"saved_bytes": sum(storages.values()), "peak_growth_bytes": growth}
 
 
 def fused_saved_bytes(C: int, G: int, K: int, N: int, B: int, P: int) -> int:
@@ -121,7 +137,6 @@ def fused_saved_bytes(C: int, G: int, K: int, N: int, B: int, P: int) -> int:
 
 def _forward_in_this_process(C: int, G: int, K: int, N: int, B: int, P: int) -> dict:
     """Peak-RSS growth of one no-grad forward (a live teacher's), after a small warm-up."""
-    import psutil
     import torch
 
     from srstudy.models.dvmsr import DVMSR, DVMSRConfig
@@ -131,11 +146,8 @@ def _forward_in_this_process(C: int, G: int, K: int, N: int, B: int, P: int) -> 
     with torch.no_grad():
         model(torch.rand(1, 3, 8, 8))
         lr = torch.rand(B, 3, P, P)
-        rss0 = psutil.Process().memory_info().rss
-        peak0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        model(lr)
-        peak1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"forward_peak_growth_bytes": peak1 - rss0 if peak1 > peak0 else None}
+        growth = _growth_of_peak_rss(lambda: model(lr))
+    return {"forward_peak_growth_bytes": growth}
 
 
 def measure(C: int, G: int, K: int, N: int, B: int, P: int, what: str = "_step_in_this_process") -> dict:
@@ -159,7 +171,7 @@ def main() -> None:
     rows = []
     for C, G, K, N, B, P in CONFIGS:
         arch = ArchConfig(embed_dim=C, n_groups=G, blocks_per_group=K, rank=2, d_state=N)
-        est = training_estimate(arch, batch_size=B, patch_size=P, scale=4, backend="chunked", device_type="cpu")
+        est = training_estimate(arch, batch_size=B, patch_size=P, scale=4, backend="chunked")
         runs = [measure(C, G, K, N, B, P) for _ in range(args.repeats)]
         peaks = [r["peak_growth_bytes"] for r in runs if r["peak_growth_bytes"] is not None]
         row = {"embed_dim": C, "n_groups": G, "blocks_per_group": K, "d_state": N, "batch": B, "patch": P,

@@ -145,8 +145,8 @@ def eval_command(
     Console().print(table)
 
 
-DEFAULT_TRIAL_HELP = ("trial YAML (default: the embedded default trial, the default study's base trial: CPU-sized, "
-                      "a minute or two on 2 cores; MambaLiteSR's GPU recipe is benchmarks/configs/paper_recipe.yaml)")
+DEFAULT_TRIAL_HELP = ("default: the embedded default trial, the default study's base trial: CPU-sized, a minute or "
+                      "two on 2 cores; MambaLiteSR's GPU recipe is benchmarks/configs/paper_recipe.yaml")
 
 
 def _load_trial_config(config: Optional[Path], overrides: list[str]):
@@ -171,7 +171,7 @@ def _progress_bar(description: str):
 
 @app.command("trial")
 def trial_command(
-    config: Optional[Path] = typer.Option(None, "--config", help=DEFAULT_TRIAL_HELP),
+    config: Optional[Path] = typer.Option(None, "--config", help=f"trial YAML ({DEFAULT_TRIAL_HELP})"),
     workdir: Path = typer.Option(DEFAULT_WORKDIR, "--workdir", callback=_workdir_option, help="trials, teacher cache, MLflow sqlite"),
     overrides: Overrides = [],
     tracking_uri: TrackingUri = None,
@@ -206,8 +206,8 @@ def trial_command(
 
 @app.command("teacher")
 def teacher_command(
-    config: Optional[Path] = typer.Option(None, "--config", help="trial YAML whose teacher section is used; "
-                                          + DEFAULT_TRIAL_HELP),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help=f"trial YAML whose teacher section is used ({DEFAULT_TRIAL_HELP})"),
     workdir: Path = typer.Option(DEFAULT_WORKDIR, "--workdir", callback=_workdir_option),
     overrides: Overrides = [],
     verbose: Verbose = False,

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 from PIL import Image
+from typer.testing import CliRunner
 
+from srstudy.cli import app
 from srstudy.config import load_trial_config
 from srstudy.trials import scoring
 from srstudy.trials.distill import run_trial
@@ -46,7 +48,8 @@ def test_a_validation_folder_of_user_images_ends_finished_with_its_sample(tmp_pa
 
 def test_a_failure_after_training_keeps_the_training_and_a_rerun_completes_it(tmp_path, monkeypatch):
     workdir = tmp_path / "runs"
-    cfg = load_trial_config(write_yaml(tmp_path / "t.yaml", TINY_TRIAL))
+    cfg_path = write_yaml(tmp_path / "t.yaml", TINY_TRIAL)
+    cfg = load_trial_config(cfg_path)
 
     def broken_latency(*args, **kwargs):
         raise RuntimeError("latency probe exploded")
@@ -67,6 +70,12 @@ def test_a_failure_after_training_keeps_the_training_and_a_rerun_completes_it(tm
     assert "latency probe exploded" in run.data.tags["post_training_error.latency"]
     error_file = client.download_artifacts(first.run_id, "post_training_failures/latency.txt", str(tmp_path))
     assert "step: latency" in open(error_file).read()
+
+    # the CLI says so: a re-run with the fault still there completes nothing, exits 1, keeps the run FINISHED
+    res = CliRunner().invoke(app, ["trial", "--config", str(cfg_path), "--workdir", str(workdir)])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 1 and "latency: RuntimeError: latency probe exploded" in out
+    assert "run the same command again" in out and client.get_run(first.run_id).info.status == "FINISHED"
 
     monkeypatch.undo()
     again = run_trial(cfg, workdir=workdir)

@@ -20,7 +20,7 @@ def test_no_config_is_the_default_studys_base_trial_and_it_fits():
     assert cfg == load_study_config(None).trial  # not the GPU-sized recipe of the field defaults
     assert cfg.device == "cpu" and cfg.batch_size <= 8 and cfg.iterations <= 100
     for est in (student_estimate(cfg, backend="chunked", device_type="cpu"),
-                teacher_estimate(cfg, backend="chunked", device_type="cpu")):
+                teacher_estimate(cfg, backend="chunked")):
         assert 0 < est.total_bytes < 2**30
         check_fits(est, CPU)  # passes on any machine that can run the suite
 

@@ -17,10 +17,10 @@ upper bound):
       its no-grad forward, K_INFER · 4 · T · Di (+ 8·T·Di·N for the chunked scan on CUDA,
       which builds its a and b tensors whole)
 
-`saved` is what autograd keeps for the backward pass. Its coefficients were read off the
-saved tensors of real forwards (`torch.autograd.graph.saved_tensors_hooks`, unique
-storages; 72 configs, C ∈ {8, 16, 24}, M ≤ 4, N ∈ {4, 16}, B ≤ 2, P ∈ {16, 24, 32}; the
-fit is within 3 %): with the pure-PyTorch chunked scan each mixer keeps ≈ 4.14 Di·N floats
+`saved` is what autograd keeps for the backward pass. Its coefficients are a least-squares
+fit to the saved tensors of real forwards (`torch.autograd.graph.saved_tensors_hooks`,
+unique storages; 72 configs, C ∈ {8, 16, 24}, M ≤ 4, N ∈ {4, 16}, B ≤ 2, P ∈ {16, 24, 32},
+all within 3 %; the benchmark below checks larger ones, within 1.5 %): with the pure-PyTorch chunked scan each mixer keeps ≈ 4.14 Di·N floats
 a token — both sweeps keep each step's decay exp(Δ·A) and state h, plus the chunks' carries
 — and 13.5 Di + 4.1 N more (projections, conv, SiLU, Δ, the scan's packed inputs, gate).
 The fused scans (`cuda` = mamba_ssm, `triton`) keep no per-step state, only the state
@@ -28,11 +28,13 @@ entering each chunk (Di·N per 128 tokens) and their inputs: 9.5 Di + 2.1 N a to
 (measured with a stand-in that saves exactly what the Triton kernel saves, plus mamba_ssm's
 saved output; not measured on a GPU). `PEAK_FACTOR` (backward's gradients and temporaries
 on top of the saved tensors) and `K_INFER` were calibrated on this project's 2-core CPU
-against the growth of peak resident memory (`ru_maxrss`) over one full training step (or
-one no-grad forward) in a fresh process: benchmarks/bench_activation_memory.py, results in
-benchmarks/results/activation_memory_cpu.json. Peak/saved was 1.68–1.97 for the steps of
-90 MB to 2.3 GB (2.25 for a 43 MB one, where fixed costs weigh more), so PEAK_FACTOR = 2.0
-errs high; a no-grad forward peaked at 21–33 floats a token per Di (K_INFER = 32).
+against the growth of peak resident memory (VmHWM, reset first) over one full training
+step (or one no-grad forward) in a fresh process: benchmarks/bench_activation_memory.py,
+results in benchmarks/results/activation_memory_cpu.json. Peak/saved was 1.69–1.98 for steps of
+90 MB to 2.4 GB (2.14 for a 43 MB one, where fixed costs weigh more), so PEAK_FACTOR = 2.0:
+the whole estimate came to 0.95–1.19 × the measured peak growth. A no-grad forward peaked
+at 21–33 floats a token per Di; with K_INFER = 32 its estimate came to 0.84–1.46 × measured.
+The fused stand-in's saved bytes were 0.86–0.91 × the `fused` estimate.
 """
 from __future__ import annotations
 
@@ -102,8 +104,11 @@ def inference_bytes(arch: ArchConfig, *, batch_size: int, patch_size: int, scale
 
 
 def training_estimate(arch: ArchConfig, *, batch_size: int, patch_size: int, scale: int, backend: str,
-                      device_type: str, what: str = "training", knobs: tuple[str, ...] = ()) -> MemoryEstimate:
-    """The memory of one training step of `arch` (no teacher); see the module docstring."""
+                      what: str = "training", knobs: tuple[str, ...] = ()) -> MemoryEstimate:
+    """The memory of one training step of `arch` (no teacher); see the module docstring.
+
+    The same on CPU and CUDA: the chunked scan keeps its decays and states either way (on
+    CUDA it builds them whole, on CPU step by step, twice)."""
     saved = saved_activation_bytes(arch, batch_size=batch_size, patch_size=patch_size, scale=scale, backend=backend)
     return MemoryEstimate(what, saved, int(PEAK_FACTOR * saved),
                           OPTIMIZER_BYTES_PER_PARAM * arch.param_count(scale), knobs=knobs)
@@ -121,38 +126,39 @@ def student_estimate(cfg: TrialConfig, *, backend: str, device_type: str) -> Mem
     knobs = (f"batch_size ({cfg.batch_size})", f"patch_size ({cfg.patch_size}; the estimate grows with its square)",
              *_arch_knobs("student.", cfg.student))
     est = training_estimate(cfg.student, batch_size=cfg.batch_size, patch_size=cfg.patch_size, scale=cfg.scale,
-                            backend=backend, device_type=device_type, what="the student's training", knobs=knobs)
+                            backend=backend, what="the student's training", knobs=knobs)
     if cfg.alpha == 0 or cfg.teacher.bank_patches:
         return est
-    arch = cfg.teacher.arch
-    if cfg.teacher.checkpoint is not None:  # its architecture is the checkpoint's: estimate it as the config's
-        log.debug("memory estimate: teacher.checkpoint given, its forward is estimated with teacher.arch")
-    teacher = inference_bytes(arch, batch_size=cfg.batch_size, patch_size=cfg.patch_size, scale=cfg.scale,
+    # with teacher.checkpoint the network is the checkpoint's; teacher.arch stands in for it here
+    teacher = inference_bytes(cfg.teacher.arch, batch_size=cfg.batch_size, patch_size=cfg.patch_size, scale=cfg.scale,
                                backend=backend, device_type=device_type)
     return MemoryEstimate(est.what + " (with the live teacher's forward)", est.saved_bytes, est.step_bytes,
                           est.state_bytes, teacher, knobs + ("teacher.bank_patches (no teacher forward per step)",))
 
 
-def teacher_estimate(cfg: TrialConfig, *, backend: str, device_type: str) -> MemoryEstimate:
+def teacher_estimate(cfg: TrialConfig, *, backend: str) -> MemoryEstimate:
     """The teacher's training step (batch `teacher.batch_size`, else the trial's)."""
     t = cfg.teacher
     batch = t.batch_size or cfg.batch_size
-    batch_knob = f"teacher.batch_size ({t.batch_size})" if t.batch_size else f"batch_size ({cfg.batch_size}; or set teacher.batch_size)"
+    batch_knob = (f"teacher.batch_size ({t.batch_size})" if t.batch_size
+                  else f"batch_size ({cfg.batch_size}; or set teacher.batch_size)")
     knobs = (batch_knob, f"patch_size ({cfg.patch_size}; the estimate grows with its square)",
              *_arch_knobs("teacher.arch.", t.arch))
     return training_estimate(t.arch, batch_size=batch, patch_size=cfg.patch_size, scale=cfg.scale, backend=backend,
-                             device_type=device_type, what="the teacher's training", knobs=knobs)
+                             what="the teacher's training", knobs=knobs)
 
 
 def free_memory(device: torch.device) -> tuple[int | None, str]:
     """(free bytes, where the figure comes from) for `device`; None when it cannot be read.
 
-    CUDA: `torch.cuda.mem_get_info`. CPU (and Apple's unified memory): the kernel's
-    `MemAvailable` (what can be allocated without swapping), else psutil's `available`.
+    CUDA: `torch.cuda.mem_get_info`, plus what this process's caching allocator holds
+    unused. CPU (and Apple's unified memory): the kernel's `MemAvailable` (what can be
+    allocated without swapping), else psutil's `available`.
     """
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
-        return int(free), f"free on {device} (torch.cuda.mem_get_info)"
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + cached), f"free on {device} (torch.cuda.mem_get_info + this process's unused cache)"
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -182,7 +188,8 @@ def check_fits(estimate: MemoryEstimate, device: torch.device) -> None:
              source, _gib(free))
     if estimate.total_bytes <= free:
         return
-    parts = [f"activations {_gib(estimate.step_bytes)}", f"weights, gradients and Adam state {_gib(estimate.state_bytes)}"]
+    parts = [f"activations {_gib(estimate.step_bytes)}",
+             f"weights, gradients and Adam state {_gib(estimate.state_bytes)}"]
     if estimate.teacher_bytes:
         parts.append(f"the live teacher's forward {_gib(estimate.teacher_bytes)}")
     hint = ""

@@ -178,7 +178,7 @@ def get_teacher(
         source = "cache"
         if meta is None:
             backend = resolve_backend(cfg.scan_backend, device)
-            check_fits(teacher_estimate(cfg, backend=backend, device_type=device.type), device)
+            check_fits(teacher_estimate(cfg, backend=backend), device)
             log.info("training teacher %s (%d iterations) into %s", key, cfg.teacher.iterations, entry)
             meta = _train_teacher(cfg, images, entry, device, progress)
             source = "trained"
