@@ -243,7 +243,7 @@ def launch_command(
     _setup_logging(verbose)
     from .config import ConfigError, load_study_config
     from .launch import StudyExistsError, launch
-    from .progress import print_failed_trials
+    from .launch.progress import print_failed_trials
     from .workdir import WorkdirLockedError
 
     try:
@@ -550,7 +550,7 @@ def bench_command(
         if on is EdgeTarget.local:
             result = run_benchmark(model, say=say, **options)
         else:
-            from . import _ray
+            from . import ray_api as _ray
 
             try:
                 _ray.connect(address)

@@ -349,7 +349,7 @@ def run_benchmark(onnx_model: bytes, *, samples: int = DEFAULT_SAMPLES, size: in
 # ---- on a Ray node -----------------------------------------------------------------------------
 def _bench_task(onnx_model: bytes, options: dict[str, Any]) -> BenchResult:
     """The Ray task: `run_benchmark` there, stamped with the node it ran on."""
-    from . import _ray
+    from . import ray_api as _ray
 
     result = run_benchmark(onnx_model, **options)
     result.node_id = _ray.node_id()
@@ -369,7 +369,7 @@ def bench_on_node(onnx_model: bytes, *, resource: str = JETSON_RESOURCE, wait_s:
     """`run_benchmark` as a Ray task on the node carrying `resource` (the caller is connected
     to the cluster). Raises NoJetsonError when no node offers it within `wait_s`, and
     BenchTimeout (task cancelled) when the task has not returned after `timeout_s`."""
-    from . import _ray
+    from . import ray_api as _ray
 
     if not _ray.is_initialized():
         raise RuntimeError("not connected to a Ray cluster (srstudy._ray.connect(address) first)")

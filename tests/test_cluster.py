@@ -16,9 +16,10 @@ import jsonschema
 import pytest
 import yaml
 
-from srstudy import _ray
+from srstudy import ray_api
 from srstudy.config import StudyConfig
 from srstudy.launch import launch
+from support import ray_cluster
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
 LOCAL_NODE_TYPE = "local.cluster.node"  # the single node type Ray's local provider fills in
@@ -47,7 +48,7 @@ def raw_config() -> dict:
 # ---- cluster.yaml -----------------------------------------------------------------------------
 def test_cluster_yaml_passes_ray_validation_and_declares_gpu_head_and_jetson_worker():
     raw = raw_config()
-    cfg = _ray.validate_cluster_config(raw)  # prepare_config + validate_config, as `ray up` does
+    cfg = ray_cluster.validate_cluster_config(raw)  # prepare_config + validate_config, as `ray up` does
 
     provider = cfg["provider"]
     assert provider["type"] == "local"
@@ -60,13 +61,13 @@ def test_cluster_yaml_passes_ray_validation_and_declares_gpu_head_and_jetson_wor
     assert node_type["min_workers"] == node_type["max_workers"] == cfg["max_workers"] == 1
     assert cfg["auth"]["ssh_user"]
 
-    head = _ray.ray_start_options(cfg["head_start_ray_commands"][-1])
+    head = ray_cluster.ray_start_options(cfg["head_start_ray_commands"][-1])
     assert head["head"] is True and head["port"] == 6379 and head["num_gpus"] == 1
     assert head["include_dashboard"] is False and head["dashboard_host"] == "127.0.0.1"
     assert head["autoscaling_config"] == "~/ray_bootstrap_config.yaml"
     assert not head["resources"] or "jetson" not in json.loads(head["resources"])
 
-    worker = _ray.ray_start_options(cfg["worker_start_ray_commands"][-1])
+    worker = ray_cluster.ray_start_options(cfg["worker_start_ray_commands"][-1])
     assert json.loads(worker["resources"]) == {"jetson": 1}
     assert worker["num_gpus"] == 0  # fractional-GPU trials are never placed on the Jetson
     assert worker["address"] == "$RAY_HEAD_IP:6379" and not worker["head"]
@@ -102,32 +103,32 @@ def test_broken_copies_fail_ray_validation(breaks, message):
     broken = copy.deepcopy(raw_config())
     breaks(broken)
     with pytest.raises(jsonschema.ValidationError, match=message.replace("'", ".").replace("[", ".")):
-        _ray.validate_cluster_config(broken)
+        ray_cluster.validate_cluster_config(broken)
 
 
 def test_a_misspelt_ray_start_option_is_rejected_by_rays_cli():
     cmd = raw_config()["worker_start_ray_commands"][-1]
     assert "--resources=" in cmd
     with pytest.raises(click.UsageError, match="--resource"):
-        _ray.ray_start_options(cmd.replace("--resources=", "--resource="))
+        ray_cluster.ray_start_options(cmd.replace("--resources=", "--resource="))
 
 
 # ---- a real multi-node cluster on 127.0.0.1 ---------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster():
     """head (1 CPU) + "GPU" node (2 CPUs, 1 declared GPU) + "Jetson" node (1 CPU, jetson: 1)."""
-    with _ray.local_cluster({"num_cpus": 1}, [{"num_cpus": 2, "num_gpus": 1},
+    with ray_cluster.local_cluster({"num_cpus": 1}, [{"num_cpus": 2, "num_gpus": 1},
                                               {"num_cpus": 1, "resources": {"jetson": 1}}]) as c:
         yield c
 
 
 @pytest.fixture
 def connected(cluster):
-    _ray.connect(cluster.address)
+    ray_api.connect(cluster.address)
     try:
         yield cluster
     finally:
-        _ray.shutdown()
+        ray_api.shutdown()
 
 
 def ids(cluster) -> tuple[str, str, str]:
@@ -138,26 +139,26 @@ def ids(cluster) -> tuple[str, str, str]:
 def test_every_node_is_bound_to_loopback_and_declares_its_resources(connected):
     head, gpu, jetson = ids(connected)
     assert connected.address.startswith("127.0.0.1:")
-    nodes = {n["NodeID"]: n for n in _ray.nodes()}
+    nodes = {n["NodeID"]: n for n in ray_cluster.nodes()}
     assert set(nodes) == {head, gpu, jetson}
     assert {n["NodeManagerAddress"] for n in nodes.values()} == {"127.0.0.1"}
     res = {k: n["Resources"] for k, n in nodes.items()}
     assert res[gpu]["GPU"] == 1 and "jetson" not in res[gpu]
     assert res[jetson]["jetson"] == 1 and "GPU" not in res[jetson]
     assert "GPU" not in res[head] and "jetson" not in res[head] and res[head]["CPU"] == 1
-    assert _ray.node_id() == head  # the driver joins the head node
+    assert ray_api.node_id() == head  # the driver joins the head node
 
 
 def test_tasks_land_on_the_node_with_their_resources(connected):
     head, gpu, jetson = ids(connected)
-    where = _ray.remote(_ray.node_id, num_cpus=0)
-    assert _ray.get(where.options(resources={"jetson": 1}).remote(), timeout=60) == jetson
-    assert _ray.get(where.options(num_gpus=0.5).remote(), timeout=60) == gpu
+    where = ray_api.remote(ray_api.node_id, num_cpus=0)
+    assert ray_api.get(where.options(resources={"jetson": 1}).remote(), timeout=60) == jetson
+    assert ray_api.get(where.options(num_gpus=0.5).remote(), timeout=60) == gpu
     # a resource no node has: the task stays pending, the test does not hang
-    assert "tpu_pod" not in _ray.cluster_resources()
+    assert "tpu_pod" not in ray_api.cluster_resources()
     t0 = time.monotonic()
     with pytest.raises(TimeoutError):  # ray.exceptions.GetTimeoutError
-        _ray.get(where.options(resources={"tpu_pod": 1}).remote(), timeout=2)
+        ray_api.get(where.options(resources={"tpu_pod": 1}).remote(), timeout=2)
     assert time.monotonic() - t0 < 15
 
 
@@ -178,9 +179,9 @@ def test_study_trials_are_placed_on_the_gpu_node(cluster, tmp_path):
     assert [r["node_id"] for r in result.rows] == [gpu, gpu]  # not a private local Ray's node
     assert all(r["mlflow_run_id"] and r["val_psnr"] > 0 for r in result.rows)
     # launch() disconnected its driver; the cluster outlives it, all three nodes still up
-    assert not _ray.is_initialized()
-    _ray.connect(cluster.address)
+    assert not ray_api.is_initialized()
+    ray_api.connect(cluster.address)
     try:
-        assert {n["NodeID"] for n in _ray.nodes()} == {head, gpu, jetson}
+        assert {n["NodeID"] for n in ray_cluster.nodes()} == {head, gpu, jetson}
     finally:
-        _ray.shutdown()
+        ray_api.shutdown()

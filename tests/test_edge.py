@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from srstudy import _ray
+from srstudy import ray_api
 from srstudy.cli import app
 from srstudy.edge import BenchTimeout, NoJetsonError, bench_on_node, run_benchmark
 from srstudy.export import export_onnx
@@ -22,6 +22,7 @@ from srstudy.measure import meter as meter_module
 from srstudy.measure.tegrastats import parse_tegrastats_line
 from srstudy.models.dvmsr import DVMSR, preset, save_checkpoint
 from srstudy.tracking import TrialRun
+from support.ray_cluster import local_cluster
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -97,7 +98,7 @@ def test_local_bench_power_arithmetic_with_tegrastats(tiny_onnx, fake_tegrastats
 @pytest.fixture(scope="module")
 def cluster():
     """head (1 CPU) + a node carrying the custom resource `jetson` (1 CPU)."""
-    with _ray.local_cluster({"num_cpus": 1}, [{"num_cpus": 1, "resources": {"jetson": 1}}]) as c:
+    with local_cluster({"num_cpus": 1}, [{"num_cpus": 1, "resources": {"jetson": 1}}]) as c:
         yield c
 
 
@@ -144,20 +145,20 @@ def test_bench_on_jetson_runs_on_that_node_and_logs_to_the_trial_run(cluster, tm
 
 
 def test_a_bench_that_overruns_its_timeout_is_cancelled(cluster, tiny_onnx):
-    _ray.connect(cluster.address)
+    ray_api.connect(cluster.address)
     try:
         t0 = time.monotonic()
         with pytest.raises(BenchTimeout, match="did not finish within 1 s"):
             bench_on_node(tiny_onnx, timeout_s=1, samples=100000, size=16, warmup=0, energy="none")
         assert time.monotonic() - t0 < 15
     finally:
-        _ray.shutdown()
+        ray_api.shutdown()
 
 
 def test_no_jetson_node_is_a_clear_error_after_a_bounded_wait(tmp_path, tiny_onnx):
     onnx = tmp_path / "tiny.onnx"
     onnx.write_bytes(tiny_onnx)
-    with _ray.local_cluster({"num_cpus": 1}) as plain:  # no node carries `jetson`
+    with local_cluster({"num_cpus": 1}) as plain:  # no node carries `jetson`
         t0 = time.monotonic()
         res = cli("bench", "--onnx", onnx, "--on", "jetson", "--address", plain.address, "--wait", 1)
         waited = time.monotonic() - t0
@@ -166,9 +167,9 @@ def test_no_jetson_node_is_a_clear_error_after_a_bounded_wait(tmp_path, tiny_onn
         assert "no node of this Ray cluster offers the resource 'jetson'" in msg
         assert "ray start --address=" in msg and "--resources='{\"jetson\": 1}'" in msg
         assert waited < 20
-        _ray.connect(plain.address)  # the library call: the same error, no task submitted
+        ray_api.connect(plain.address)  # the library call: the same error, no task submitted
         try:
             with pytest.raises(NoJetsonError, match="waited 0 s"):
                 bench_on_node(tiny_onnx, wait_s=0)
         finally:
-            _ray.shutdown()
+            ray_api.shutdown()

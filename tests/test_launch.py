@@ -17,13 +17,8 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from srstudy.config import ConfigError, load_study_config
-from srstudy.launch import (
-    PruneAwareOptunaSearch,
-    ResumableConcurrencyLimiter,
-    StudyExistsError,
-    launch,
-    optuna_space,
-)
+from srstudy.launch import StudyExistsError, launch
+from srstudy.launch.search import PruneAwareOptunaSearch, ResumableConcurrencyLimiter, optuna_space
 from tiny import tiny_study_config, write_yaml
 
 

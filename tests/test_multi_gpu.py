@@ -9,14 +9,14 @@ from collections import Counter
 
 from mlflow import MlflowClient
 
-from srstudy import _ray
 from srstudy.config import StudyConfig
 from srstudy.launch import launch
+from support.ray_cluster import local_cluster
 from test_cluster import TINY
 
 
 def test_trials_at_half_a_gpu_share_both_gpus_of_a_two_gpu_node(tmp_path):
-    with _ray.local_cluster({"num_cpus": 1}, [{"num_cpus": 4, "num_gpus": 2}]) as cluster:
+    with local_cluster({"num_cpus": 1}, [{"num_cpus": 4, "num_gpus": 2}]) as cluster:
         (host,) = cluster.worker_ids
         study = StudyConfig.model_validate({
             "name": "two-gpus", "workdir": str(tmp_path / "runs"),

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from srstudy.cli import app
 from srstudy.config import ConfigError, load_trial_config
 from srstudy.trials.distill import RUN_FILE, run_trial, trial_dir_for
-from srstudy.trials.loop import CHECKPOINT_NAME, batch_indices, lr_at
+from srstudy.trials.batches import batch_indices
+from srstudy.trials.loop import CHECKPOINT_NAME, lr_at
 from srstudy.trials.teacher import WEIGHTS, get_teacher
 from tiny import TINY_TRIAL, with_overrides, write_yaml
 
@@ -227,7 +228,7 @@ def test_batches_and_schedule_are_pure_functions_of_the_iteration():
 
 def test_prefetched_batches_are_the_loop_batches_in_order_and_errors_surface():
     from srstudy.data import PatchDataset, default_split
-    from srstudy.trials.loop import make_batch
+    from srstudy.trials.batches import make_batch
     from srstudy.trials.prefetch import BatchPrefetcher
 
     data = PatchDataset(default_split()[0], lr_patch=16, patches_per_image=2, seed=4)
@@ -235,8 +236,9 @@ def test_prefetched_batches_are_the_loop_batches_in_order_and_errors_surface():
     expected = {i: build(i) for i in range(5, 9)}
     with BatchPrefetcher(build, start=5, stop=9, depth=2) as ahead:
         for i in range(5, 9):
-            lr, hr = ahead.next(i)
-            assert torch.equal(lr, expected[i][0]) and torch.equal(hr, expected[i][1])
+            batch = ahead.next(i)
+            assert torch.equal(batch.lr, expected[i].lr) and torch.equal(batch.hr, expected[i].hr)
+            assert batch.teacher_sr is None
 
     def broken(i):
         if i == 2:
@@ -268,8 +270,7 @@ def test_teacher_bank_is_computed_once_shared_by_trials_and_rebuilt_when_corrupt
     import numpy as np
 
     from srstudy.trials import inputs
-    from srstudy.trials.loop import to_device
-    from srstudy.trials.teacher_bank import bank_item
+    from srstudy.trials.batches import bank_item, to_device
 
     workdir = tmp_path / "runs"
     cfg = load_trial_config(tiny(tmp_path, **{"teacher.bank_patches": 10}))

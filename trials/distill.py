@@ -45,7 +45,7 @@ from . import inputs
 from .loop import CHECKPOINT_NAME, LoopSpec, LoopState, load_training_checkpoint, train
 from .memory import check_fits, student_estimate
 from .scoring import RESULT_FILE, AfterTraining, new_record, read_record, write_record
-from .teacher import get_teacher
+from .teacher import Teacher, get_teacher
 from .teacher_bank import get_teacher_bank
 
 log = logging.getLogger("srstudy.trial")
@@ -54,6 +54,15 @@ RUN_FILE = "run.json"
 __all__ = ["RESULT_FILE", "RUN_FILE", "TrialResult", "run_trial", "trial_dir_for"]
 
 Hook = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrialHooks:
+    """The launcher's hooks into a trial's training (see `run_trial`)."""
+
+    on_validate: Hook | None = None
+    on_checkpoint: Callable[[int, Path], None] | None = None
+    progress: Callable[[int, int], None] | None = None
 
 
 @dataclass
@@ -125,7 +134,7 @@ def run_trial(
         run, student, record, resumed_from = _train_student(
             cfg, workdir=workdir, tracking_uri=tracking_uri, tdir=tdir, device=device, backend=backend,
             parent_run_id=parent_run_id, run_name=run_name, teacher_cache=teacher_cache,
-            hooks=(on_validate, on_checkpoint, progress))
+            hooks=TrialHooks(on_validate, on_checkpoint, progress))
     else:  # trained before, but steps after training are missing: complete them into the same run
         log.info("trial in %s finished training; completing the missing step(s) %s into MLflow run %s",
                  tdir, ", ".join(record["missing_steps"]), record["run_id"])
@@ -135,7 +144,8 @@ def run_trial(
     trained_here = resumed_from != cfg.iterations
     try:
         write_record(tdir, record)
-        missing = AfterTraining(cfg, run, student, device, tdir, record, rerun=not trained_here).run_missing()
+        missing = AfterTraining(cfg=cfg, run=run, student=student, device=device, trial_dir=tdir, record=record,
+                                rerun=not trained_here).run_missing()
         if trained_here:  # the whole trial ran in this process: its wall time means something
             record["metrics"]["wall_time_s"] = time.perf_counter() - wall0
             write_record(tdir, record)
@@ -166,8 +176,9 @@ def _trained_student(cfg: TrialConfig, tdir: Path, device: torch.device, backend
     return student.eval()
 
 
-def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, tdir: Path, device, backend,
-                   parent_run_id, run_name, teacher_cache, hooks) -> tuple[TrialRun, DVMSR, dict[str, Any], int | None]:
+def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, tdir: Path, device: torch.device,
+                   backend: str, parent_run_id: str | None, run_name: str | None, teacher_cache: str | Path | None,
+                   hooks: TrialHooks) -> tuple[TrialRun, DVMSR, dict[str, Any], int | None]:
     """Teacher, then the student's training (resumed from its checkpoint); returns the run,
     the trained student, the trial's record and the iteration training resumed from."""
     # refused before any training (the teacher's too) when the student's step cannot fit
@@ -199,8 +210,9 @@ def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, td
     state = state or LoopState(extra={"run_id": run.run_id})
     resumed_from = state.iteration or None
     try:
-        record = _train_and_measure(cfg, run, student, optimizer, state, teacher, images, device, backend, tdir,
-                                    *hooks, teacher_dir)
+        record = _train_and_measure(cfg, run, student=student, optimizer=optimizer, state=state, teacher=teacher,
+                                    images=images, device=device, backend=backend, tdir=tdir,
+                                    teacher_dir=teacher_dir, hooks=hooks)
     except KeyboardInterrupt:
         run.finish("KILLED")  # resumable: the next start reopens this run
         raise
@@ -210,8 +222,9 @@ def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, td
     return run, student, record, resumed_from
 
 
-def _train_and_measure(cfg, run: TrialRun, student, optimizer, state, teacher, images, device, backend, tdir,
-                       on_validate, on_checkpoint, progress, teacher_dir: Path) -> dict[str, Any]:
+def _train_and_measure(cfg: TrialConfig, run: TrialRun, *, student: DVMSR, optimizer: torch.optim.Optimizer,
+                       state: LoopState, teacher: Teacher | None, images: inputs.Images, device: torch.device,
+                       backend: str, tdir: Path, teacher_dir: Path, hooks: TrialHooks) -> dict[str, Any]:
     """Train the student; returns the trial's record (what training measured, every step
     after training still to run)."""
     run.log_params(flatten(cfg.model_dump(mode="json")))
@@ -247,8 +260,8 @@ def _train_and_measure(cfg, run: TrialRun, student, optimizer, state, teacher, i
         last_val.update({"val_psnr": res["psnr"], "val_ssim": res["ssim"], "_at": it})
         scores = {k: v for k, v in last_val.items() if not k.startswith("_")}
         run.log_metrics(scores, step=it)
-        if on_validate is not None:
-            on_validate(it, {**scores, "iteration": it})
+        if hooks.on_validate is not None:
+            hooks.on_validate(it, {**scores, "iteration": it})
 
     spec = LoopSpec(
         iterations=cfg.iterations, batch_size=cfg.batch_size, base_lr=cfg.optim.lr,
@@ -266,8 +279,8 @@ def _train_and_measure(cfg, run: TrialRun, student, optimizer, state, teacher, i
         train(student, data, spec, device=device, teacher=teacher.model if teacher and not bank else None, bank=bank,
               checkpoint_path=tdir / CHECKPOINT_NAME, state=state, optimizer=optimizer,
               on_log=lambda it, m: run.log_metrics(m, step=it), on_validate=validate,
-              on_checkpoint=(lambda it: on_checkpoint(it, tdir)) if on_checkpoint else None,
-              progress=(lambda it: progress(it, cfg.iterations)) if progress else None)
+              on_checkpoint=(lambda it: hooks.on_checkpoint(it, tdir)) if hooks.on_checkpoint else None,
+              progress=(lambda it: hooks.progress(it, cfg.iterations)) if hooks.progress else None)
     train_s = time.perf_counter() - t0
     ran = cfg.iterations - start_it
     if last_val.get("_at") != cfg.iterations:  # resumed from the final checkpoint: score it now

@@ -1,12 +1,11 @@
-"""The training loop shared by teachers and students: batches, steps, checkpoints, resume.
+"""The training loop shared by teachers and students: steps, checkpoints, resume.
 
     L = α·L1(S, T) + (1 − α)·L1(S, GT)      (α = 0 or no teacher: plain L1 to ground truth)
 
-Batches are a pure function of (seed, iteration): patch i of the stream is
-`dataset[perm_epoch[i mod n]]` with the epoch's permutation and crops drawn from
-(seed, epoch), so a run restarted from a checkpoint sees exactly the batches it would have
-seen — no data-loader state to save. The learning rate is a pure function of the iteration
-(Adam, × gamma at each milestone), so the schedule needs no state either.
+Batches are a pure function of (seed, iteration) (`batches`), so a run restarted from a
+checkpoint sees exactly the batches it would have seen — no data-loader state to save. The
+learning rate is a pure function of the iteration (Adam, × gamma at each milestone), so the
+schedule needs no state either.
 """
 from __future__ import annotations
 
@@ -24,43 +23,12 @@ import torch.nn.functional as F
 from srstudy.data import PatchDataset
 from srstudy.measure.timing import device_sync, time_ms
 
+from .batches import Batch, make_bank_batch, make_batch, to_device
 from .prefetch import BatchPrefetcher
 
 log = logging.getLogger("srstudy.train")
 
 CHECKPOINT_NAME = "checkpoint.pth"
-
-
-def batch_indices(n: int, batch_size: int, iteration: int, seed: int) -> list[tuple[int, int]]:
-    """(epoch, index) pairs of the batch for `iteration` in a seeded, epoch-wise shuffled stream."""
-    out = []
-    start = iteration * batch_size
-    perm_cache: dict[int, np.ndarray] = {}
-    for pos in range(start, start + batch_size):
-        epoch, k = divmod(pos, n)
-        if epoch not in perm_cache:
-            perm_cache[epoch] = np.random.default_rng((seed, 7919, epoch)).permutation(n)
-        out.append((epoch, int(perm_cache[epoch][k])))
-    return out
-
-
-def make_batch(dataset: PatchDataset, batch_size: int, iteration: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (lr, hr) batch of `iteration` as uint8 (B, p, p, 3) and (B, p·s, p·s, 3) tensors.
-
-    Kept uint8 and channels-last on the host; `to_device` converts on the training device.
-    """
-    lrs, hrs = [], []
-    for epoch, idx in batch_indices(len(dataset), batch_size, iteration, seed):
-        dataset.set_epoch(epoch)
-        lr, hr = dataset.patch(idx)
-        lrs.append(lr)
-        hrs.append(hr)
-    return torch.from_numpy(np.stack(lrs)), torch.from_numpy(np.stack(hrs))
-
-
-def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (B, H, W, 3) → float32 (B, 3, H, W) in [0, 1] on `device`."""
-    return batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255).contiguous()
 
 
 def lr_at(iteration: int, base_lr: float, milestones: list[int], gamma: float) -> float:
@@ -154,7 +122,7 @@ def train(
     """Train `model` from `state.iteration` to `spec.iterations`; returns the final state.
 
     `bank` (a `teacher_bank.TeacherBank`): batches come from its fixed patches with their
-    precomputed teacher outputs, and no teacher runs in the loop.
+    precomputed teacher outputs (`Batch.teacher_sr`), and no teacher runs in the loop.
 
     `on_log(it, {"train_loss": …, "lr": …})` every `log_interval` iterations,
     `on_validate(it)` every `val_interval` and at the end, `on_checkpoint(it)` after each
@@ -175,11 +143,11 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr_now
             batch = batch_of(it)
-            lr_img, hr_img = to_device(batch[0], device), to_device(batch[1], device)
+            lr_img, hr_img = to_device(batch.lr, device), to_device(batch.hr, device)
             with autocast(device, spec.precision):
                 teacher_sr = None
-                if len(batch) == 3 and spec.alpha > 0:  # precomputed by the teacher bank
-                    teacher_sr = batch[2].to(device, non_blocking=True)
+                if batch.teacher_sr is not None and spec.alpha > 0:  # precomputed by the teacher bank
+                    teacher_sr = batch.teacher_sr.to(device, non_blocking=True)
                 elif teacher is not None and spec.alpha > 0:
                     with torch.no_grad():
                         teacher_sr = teacher(lr_img)
@@ -212,15 +180,13 @@ def train(
 
 
 def _batch_source(dataset: PatchDataset, spec: LoopSpec, device: torch.device, *, start: int,
-                  stack: contextlib.ExitStack, bank=None) -> Callable[[int], tuple[torch.Tensor, ...]]:
-    """iteration -> its batch ((lr, hr), or (lr, hr, teacher_sr) from a bank): built by a
-    prefetch thread (`spec.prefetch` ahead; default 2 on CUDA, none on CPU, where the thread
-    would compete with the training threads) or in line."""
+                  stack: contextlib.ExitStack, bank=None) -> Callable[[int], Batch]:
+    """iteration -> its batch (with `teacher_sr` from a bank): built by a prefetch thread
+    (`spec.prefetch` ahead; default 2 on CUDA, none on CPU, where the thread would compete
+    with the training threads) or in line."""
     depth = spec.prefetch if spec.prefetch is not None else (2 if device.type == "cuda" else 0)
     if bank is not None:
-        from .teacher_bank import make_bank_batch
-
-        build = lambda i: make_bank_batch(dataset, bank, spec.batch_size, i, spec.seed)  # noqa: E731
+        build = lambda i: make_bank_batch(dataset, bank.targets, spec.batch_size, i, spec.seed)  # noqa: E731
     else:
         build = lambda i: make_batch(dataset, spec.batch_size, i, spec.seed)  # noqa: E731
     if not depth:

@@ -1,6 +1,6 @@
 """Batches built ahead in a background thread, so cropping and stacking leave the GPU's critical path.
 
-A batch is a pure function of (seed, iteration) (`loop.make_batch`), so building it early in
+A batch is a pure function of (seed, iteration) (`batches.make_batch`), so building it early in
 another thread changes nothing about what the model sees: the prefetched stream is the same
 batches in the same order, and a resumed run still starts at its checkpoint's iteration.
 Built on the host as uint8 (a quarter of float32's bytes), pinned when the consumer is a CUDA
@@ -12,9 +12,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-import torch
-
-Batch = tuple[torch.Tensor, ...]  # (lr, hr) or (lr, hr, teacher_sr)
+from .batches import Batch
 
 
 class BatchPrefetcher:
@@ -40,7 +38,7 @@ class BatchPrefetcher:
             try:
                 batch = self._build(it)
                 if self._pin:
-                    batch = tuple(t.pin_memory() for t in batch)
+                    batch = batch.pin_memory()
                 item = (it, batch, None)
             except BaseException as e:  # handed to the consumer, which raises it
                 item = (it, None, e)

@@ -96,9 +96,9 @@ def write_record(trial_dir: Path, record: dict[str, Any]) -> None:
 
 
 # ---- running the steps --------------------------------------------------------------------
-@dataclass
+@dataclass(kw_only=True)
 class AfterTraining:
-    """The missing steps of one trained trial (see the module docstring)."""
+    """The missing steps of one trained trial (see the module docstring); built by keyword."""
 
     cfg: TrialConfig
     run: TrialRun

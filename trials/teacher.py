@@ -5,7 +5,7 @@ The key hashes everything that changes the teacher: its architecture, the traini
 content, iterations, batch, patch size, learning rate, precision and seed. A file lock
 (`<cache>/<key>.lock`) makes concurrent trials wait for one training instead of each
 training its own; a crash mid-training leaves a resumable `partial.pth` beside it. An entry
-whose checksum does not match is logged, deleted and rebuilt — never loaded.
+whose checksum does not match is logged, deleted and rebuilt — never loaded (`cache`).
 
 A given checkpoint (`teacher.checkpoint`, e.g. the official DVMSR file) skips all of this.
 """
@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock
 
 from srstudy.config import TrialConfig
 from srstudy.measure.energy import energy_meter
@@ -30,6 +29,7 @@ from srstudy.models.dvmsr import DVMSR, load_checkpoint, save_checkpoint
 from srstudy.models.scan import resolve_backend
 
 from . import inputs
+from .cache import cache_lock, checked_meta, seal
 from .loop import LoopSpec, load_training_checkpoint, train
 from .memory import check_fits, teacher_estimate
 
@@ -51,14 +51,6 @@ class Teacher:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def teacher_key(cfg: TrialConfig, data_id: str) -> str:
     """Hash of everything that determines the trained teacher."""
     t = cfg.teacher
@@ -76,24 +68,6 @@ def teacher_key(cfg: TrialConfig, data_id: str) -> str:
         "seed": t.seed,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _valid_entry(entry: Path) -> dict[str, Any] | None:
-    """The entry's meta when its weights match the recorded checksum; None when absent."""
-    weights, meta_path = entry / WEIGHTS, entry / META
-    if not weights.exists() and not meta_path.exists():
-        return None
-    try:
-        meta = json.loads(meta_path.read_text())
-        if sha256_file(weights) == meta["sha256"]:
-            return meta
-        problem = "checksum mismatch"
-    except (OSError, ValueError, KeyError) as e:
-        problem = f"{type(e).__name__}: {e}"
-    log.warning("teacher cache entry %s is corrupt (%s): deleting and rebuilding it", entry, problem)
-    for p in (weights, meta_path):
-        p.unlink(missing_ok=True)
-    return None
 
 
 def _train_teacher(cfg: TrialConfig, images, entry: Path, device: torch.device,
@@ -127,8 +101,7 @@ def _train_teacher(cfg: TrialConfig, images, entry: Path, device: torch.device,
     seconds = time.perf_counter() - t0
     energy = meter.result
     weights = save_checkpoint(model, entry / WEIGHTS)
-    meta = {
-        "sha256": sha256_file(weights),
+    meta = seal(weights, entry / META, {
         "config": t.model_dump(mode="json"),
         "params": model.param_count(),
         "iterations": t.iterations,
@@ -139,8 +112,7 @@ def _train_teacher(cfg: TrialConfig, images, entry: Path, device: torch.device,
         "energy": energy.metrics(iterations=t.iterations - start_it) if energy else {},
         "energy_tags": energy.tags() if energy else {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    (entry / META).write_text(json.dumps(meta, indent=1))
+    })
     partial.unlink(missing_ok=True)
     return meta
 
@@ -170,11 +142,11 @@ def get_teacher(
     cache_dir = Path(cache_dir)
     entry = cache_dir / key
     entry.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(cache_dir / f"{key}.lock"), timeout=lock_timeout_s)
+    lock = cache_lock(cache_dir, key, lock_timeout_s)
     if lock.is_locked:
         log.info("teacher %s is being trained by another process: waiting for it", key)
     with lock:
-        meta = _valid_entry(entry)
+        meta = checked_meta(entry / WEIGHTS, entry / META, what=f"teacher cache entry {entry}")
         source = "cache"
         if meta is None:
             backend = resolve_backend(cfg.scan_backend, device)

@@ -3,7 +3,7 @@
 With `teacher.bank_patches = K`, a student trains on a fixed bank of K patches instead of
 fresh crops: bank item j is the dataset's patch (epoch j // n, index j % n) — the first K
 crops of the patch stream — and iteration i's batch is the bank items that
-`loop.batch_indices(K, batch, i, seed)` names (an epoch-wise shuffled pass over the bank).
+`batches.batch_indices(K, batch, i, seed)` names (an epoch-wise shuffled pass over the bank).
 The frozen teacher's SR of every bank item is computed once (batched, no grad, in the trial's
 precision) and stored as float16 in `<cache>/bank-<key>.npy` with its sha256 beside it; every
 trial with the same teacher and data memory-maps it. A distillation step then costs a student
@@ -26,12 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from filelock import FileLock
 
 from srstudy.data import PatchDataset
 
-from .loop import autocast, batch_indices, to_device
-from .teacher import Teacher, sha256_file
+from .batches import bank_item, to_device
+from .cache import cache_lock, checked_meta, seal, sha256_file
+from .loop import autocast
+from .teacher import Teacher
 
 log = logging.getLogger("srstudy.teacher")
 
@@ -49,23 +50,6 @@ class TeacherBank:
         return len(self.targets)
 
 
-def bank_item(dataset: PatchDataset, j: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bank item j: the dataset's patch (epoch j // n, index j % n), uint8 LR and HR views."""
-    epoch, index = divmod(j, len(dataset))
-    dataset.set_epoch(epoch)
-    return dataset.patch(index)
-
-
-def make_bank_batch(dataset: PatchDataset, bank: TeacherBank, batch_size: int, iteration: int,
-                    seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Iteration's batch from the bank: uint8 LR, uint8 HR (B, H, W, 3) and float16 teacher SR (B, 3, H, W)."""
-    js = [j for _, j in batch_indices(len(bank), batch_size, iteration, seed)]
-    items = [bank_item(dataset, j) for j in js]
-    lr = torch.from_numpy(np.stack([a for a, _ in items]))
-    hr = torch.from_numpy(np.stack([b for _, b in items]))
-    return lr, hr, torch.from_numpy(np.ascontiguousarray(bank.targets[js]))
-
-
 def bank_key(teacher: Teacher, data_id: str, *, patch_size: int, scale: int, patches_per_image: int,
              seed: int, patches: int, precision: str) -> str:
     """Hash of everything that determines the bank's targets."""
@@ -75,25 +59,11 @@ def bank_key(teacher: Teacher, data_id: str, *, patch_size: int, scale: int, pat
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _valid(path: Path, meta_path: Path) -> bool:
-    if not path.exists() and not meta_path.exists():
-        return False
-    try:
-        if sha256_file(path) == json.loads(meta_path.read_text())["sha256"]:
-            return True
-        problem = "checksum mismatch"
-    except (OSError, ValueError, KeyError) as e:
-        problem = f"{type(e).__name__}: {e}"
-    log.warning("teacher bank %s is corrupt (%s): deleting and rebuilding it", path, problem)
-    path.unlink(missing_ok=True)
-    meta_path.unlink(missing_ok=True)
-    return False
-
-
 @torch.no_grad()
 def _build(teacher: Teacher, dataset: PatchDataset, patches: int, path: Path, *, device: torch.device,
            precision: str, chunk: int) -> dict:
-    """Run the teacher over every bank item into a float16 .npy (written to a temp file, then renamed)."""
+    """Run the teacher over every bank item into a float16 .npy (written to a temp file, then
+    renamed); returns how it was made, for its meta file."""
     hr_side = dataset.hr_patch
     tmp = path.with_suffix(".tmp.npy")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(patches, 3, hr_side, hr_side))
@@ -108,7 +78,7 @@ def _build(teacher: Teacher, dataset: PatchDataset, patches: int, path: Path, *,
     out.flush()
     del out
     tmp.replace(path)
-    return {"sha256": sha256_file(path), "patches": patches, "seconds": time.perf_counter() - t0,
+    return {"patches": patches, "seconds": time.perf_counter() - t0,
             "device": str(device), "precision": precision, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
@@ -121,11 +91,11 @@ def get_teacher_bank(teacher: Teacher, dataset: PatchDataset, data_id: str, *, p
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     path, meta_path = cache_dir / f"bank-{key}.npy", cache_dir / f"bank-{key}.json"
-    with FileLock(str(cache_dir / f"bank-{key}.lock"), timeout=lock_timeout_s):
+    with cache_lock(cache_dir, f"bank-{key}", lock_timeout_s):
         source = "cache"
-        if not _valid(path, meta_path):
+        if checked_meta(path, meta_path, what=f"teacher bank {path}") is None:
             log.info("computing teacher outputs for a bank of %d patches into %s", patches, path)
-            meta_path.write_text(json.dumps(_build(teacher, dataset, patches, path, device=device,
-                                                   precision=precision, chunk=chunk), indent=1))
+            seal(path, meta_path, _build(teacher, dataset, patches, path, device=device,
+                                         precision=precision, chunk=chunk))
             source = "built"
     return TeacherBank(np.load(path, mmap_mode="r"), path, key, source)

@@ -17,6 +17,10 @@ and Ray), `srstudy launch --resume` restores the Tuner from `<workdir>/ray_resul
 with the Optuna study from its storage; finished trials are kept, unfinished ones restart and
 continue from their own checkpoints (`<workdir>/trials/<trial id>`) into the same MLflow runs.
 One launcher at a time: `<workdir>/launch.lock` (see `srstudy.workdir`) is held throughout.
+
+The package: this module (`launch`, `StudyResult`, `StudyExistsError`: the public entry),
+`search` (the Optuna glue), `trainable` (`tune_trial`, what Tune runs per trial) and
+`progress` (the live table, the failed-trial summary).
 """
 from __future__ import annotations
 
@@ -29,12 +33,14 @@ from typing import Any
 
 from rich.console import Console
 
-from . import _ray
-from .config import StudyConfig, flatten
-from .objectives import ANALYTIC_METRICS, Objective, measurable_here
+from .. import ray_api
+from ..config import StudyConfig, flatten
+from ..objectives import Objective, measurable_here
+from ..tracking import TrialRun
+from ..workdir import StudyDir
 from .progress import StudyProgress, trial_error
-from .tracking import TrialRun
-from .workdir import StudyDir
+from .search import reconcile_optuna, study_searcher
+from .trainable import tune_trial
 
 log = logging.getLogger("srstudy.launch")
 
@@ -43,138 +49,11 @@ class StudyExistsError(RuntimeError):
     """The workdir already holds a study and --resume was not given."""
 
 
-# ---- Optuna side ----------------------------------------------------------------------------
-def optuna_space(study: StudyConfig) -> dict[str, Any]:
-    """The search space as Optuna distributions, keyed by trial-setting path."""
-    import optuna.distributions as d
-
-    space = {}
-    for key, p in study.search_space.items():
-        if p.type == "categorical":
-            space[key] = d.CategoricalDistribution(p.choices)
-        elif p.type == "int":
-            space[key] = d.IntDistribution(int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
-        else:
-            space[key] = d.FloatDistribution(p.low, p.high, step=p.step, log=p.log)
-    return space
-
-
-class PruneAwareOptunaSearch(_ray.OptunaSearch):
-    """OptunaSearch that tells early-stopped or skipped trials as PRUNED.
-
-    Stock OptunaSearch tells Optuna a trial stopped by ASHA as COMPLETE with its last,
-    truncated values (or fails to tell it at all when the other objectives are missing).
-    Here only a result carrying `final=True` and every objective completes an Optuna trial.
-    """
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        if trial_id in self._completed_trials:
-            return super().on_trial_complete(trial_id, result, error)
-        if trial_id not in self._ot_trials and not self._recover(trial_id, result):
-            log.warning("trial %s completed but its Optuna trial is unknown and has no config to rebuild it", trial_id)
-            return
-        from optuna.trial import TrialState
-
-        ot_trial = self._ot_trials[trial_id]
-        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-        values = [None if not result else result.get(m) for m in metrics]
-        complete = (not error and result and result.get("final")
-                    and all(v is not None and math.isfinite(float(v)) for v in values))
-        if complete:
-            return super().on_trial_complete(trial_id, result, error)
-        reason = "error" if error else (
-            "constraint_violated" if result and result.get("constraint_violated") else "stopped_early")
-        ot_trial.set_user_attr("srstudy_status", reason)
-        self._ot_study.tell(ot_trial, state=TrialState.FAIL if error else TrialState.PRUNED)
-        self._completed_trials.add(trial_id)
-
-    def _recover(self, trial_id: str, result: dict | None) -> bool:
-        """Re-attach a Tune trial whose Optuna trial the restored searcher state no longer
-        knows (a crash between Optuna's `ask` and Tune's experiment checkpoint): reuse the
-        RUNNING Optuna trial with the same parameters, else ask one with those parameters."""
-        import optuna
-        from optuna.trial import TrialState
-
-        params = (result or {}).get("config")
-        if not isinstance(params, dict):
-            return False
-        params = {k: params[k] for k in self._space if k in params}
-        claimed = {t._trial_id for t in self._ot_trials.values()}
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen._trial_id not in claimed and frozen.params == params:
-                self._ot_trials[trial_id] = optuna.Trial(self._ot_study, frozen._trial_id)
-                log.info("re-attached trial %s to Optuna trial #%d after a restore", trial_id, frozen.number)
-                return True
-        self._ot_study.enqueue_trial(params)
-        self._ot_trials[trial_id] = self._ot_study.ask(fixed_distributions=self._space)
-        log.info("re-created Optuna trial for %s after a restore", trial_id)
-        return True
-
-
-class ResumableConcurrencyLimiter(_ray.ConcurrencyLimiter):
-    """ConcurrencyLimiter that still forwards the completion of a trial it lost track of in a
-    crash (Tune restores it, the limiter's restored state never saw it) — the stock one drops
-    it, and the Optuna study would never learn the trial's result."""
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        if self._limit_concurrency and trial_id not in self.live_trials:
-            return self.searcher.on_trial_complete(trial_id, result=result, error=error)
-        return super().on_trial_complete(trial_id, result=result, error=error)
-
-
-# ---- the Tune trainable -----------------------------------------------------------------------
-def _report_objectives(metrics: dict[str, float], objectives: list[str]) -> dict[str, float]:
-    return {m: metrics[m] for m in objectives if m in metrics}
-
-
-def tune_trial(params: dict[str, Any], *, study_json: str, workdir: str, tracking_uri: str,
-               parent_run_id: str | None, objectives: list[str]) -> None:
-    """One Tune trial = one `run_trial` = one MLflow run (resumed after a crash)."""
-    import torch
-
-    from srstudy.trials.distill import RUN_FILE, run_trial
-
-    study = StudyConfig.model_validate_json(study_json)
-    cfg = study.trial_config(params)
-    torch.set_num_threads(max(1, int(study.resources.cpu)))
-    tid = _ray.trial_id()
-    study_dir = StudyDir(workdir)
-    tdir = study_dir.trial(tid)
-    # where it ran: the node, and the GPU(s) Ray gave it there (CUDA_VISIBLE_DEVICES)
-    base = {"iteration": 0, "trial_dir": str(tdir), "node_id": _ray.node_id(), "gpu_ids": ",".join(_ray.gpu_ids())}
-
-    # analytic constraints: checked before any training
-    analytic = {"params": cfg.student.param_count(cfg.scale),
-                "flops": cfg.student.to_model_config(cfg.scale).flops(cfg.latency.height, cfg.latency.width)}
-    broken = [str(c) for c in study.constraints if c.metric in ANALYTIC_METRICS and not c.holds(analytic[c.metric])]
-    if broken:
-        _ray.report({**base, **analytic, "final": True, "constraint_violated": True,
-                     "constraint": "; ".join(broken), "val_psnr": float("nan")})
-        return
-
-    def run_id() -> str | None:
-        f = tdir / RUN_FILE
-        return json.loads(f.read_text())["run_id"] if f.exists() else None
-
-    def on_validate(it: int, m: dict[str, float]) -> None:
-        if it >= cfg.iterations:  # the final report carries it, with every objective
-            return
-        _ray.report({**base, **m, "iteration": it, "final": False, "mlflow_run_id": run_id()})
-
-    result = run_trial(cfg, workdir=workdir, tracking_uri=tracking_uri, trial_dir=tdir,
-                       parent_run_id=parent_run_id, run_name=tid, teacher_cache=study_dir.teachers,
-                       on_validate=on_validate)
-    m = result.metrics
-    final = {**base, **m, "iteration": cfg.iterations, "final": True, "mlflow_run_id": result.run_id}
-    broken = [str(c) for c in study.constraints if c.metric in m and not c.holds(m[c.metric])]
-    if broken:
-        final.update(constraint_violated=True, constraint="; ".join(broken))
-    _ray.report(final)
-
-
-# ---- the launcher ---------------------------------------------------------------------------
 @dataclass
 class StudyResult:
+    """A study's outcome: one row per trial (status, searched settings, objectives, error), the
+    objectives it was searched on, the Pareto-best finished rows and the study's MLflow run."""
+
     rows: list[dict[str, Any]]
     objectives: list[Objective]
     pareto: list[dict[str, Any]] = field(default_factory=list)
@@ -197,34 +76,18 @@ def _prepare_teacher(study: StudyConfig, study_dir: StudyDir) -> None:
         t = get_teacher(s.trial, cache_dir=StudyDir(workdir).teachers, device=resolve_device(s.trial.device))
         return t.source
 
-    task = _ray.remote(build, num_cpus=study.resources.cpu, num_gpus=study.resources.gpu)
-    source = _ray.get(task.remote(study.model_dump_json(), str(study_dir)))
+    task = ray_api.remote(build, num_cpus=study.resources.cpu, num_gpus=study.resources.gpu)
+    source = ray_api.get(task.remote(study.model_dump_json(), str(study_dir)))
     log.info("teacher ready (%s)", source)
 
 
 def _check_resources(study: StudyConfig) -> None:
-    have = _ray.cluster_resources()
+    have = ray_api.cluster_resources()
     need = {"CPU": study.resources.cpu, "GPU": study.resources.gpu, **study.resources.custom}
     missing = [f"{k}={v:g} (cluster has {have.get(k, 0):g})" for k, v in need.items() if v > 0 and have.get(k, 0) < v]
     if missing:
         raise ValueError("no node can run a trial: it asks for " + ", ".join(missing) +
                          "; lower resources.* or join a cluster that has them (--address)")
-
-
-def _reconcile_optuna(storage_url: str, name: str) -> int:
-    """After Tune has finished every trial, Optuna trials still RUNNING were asked for by a
-    searcher state lost in a crash (no Tune trial owns them): mark them FAIL."""
-    import optuna
-    from optuna.trial import TrialState
-
-    st = optuna.storages.RDBStorage(storage_url)
-    study_id = st.get_study_id_from_name(name)
-    n = 0
-    for t in st.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-        st.set_trial_user_attr(t._trial_id, "srstudy_status", "orphaned_by_crash")
-        st.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        n += 1
-    return n
 
 
 def launch(study: StudyConfig, *, resume: bool = False, address: str | None = None,
@@ -244,8 +107,6 @@ def launch(study: StudyConfig, *, resume: bool = False, address: str | None = No
 
 def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address: str | None,
                 console: Console) -> StudyResult:
-    import optuna
-
     t0 = time.perf_counter()
     tracking_uri = study.tracking_uri or workdir.tracking_uri
     state = workdir.read_state()
@@ -279,48 +140,43 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
                                 run_id=state["parent_run_id"])
 
     if address:
-        _ray.connect(address)
+        ray_api.connect(address)
     else:
-        _ray.init_local()
+        ray_api.init_local()
     try:
         _check_resources(study)
         _prepare_teacher(study, workdir)
-        trainable = _ray.with_resources(
-            _ray.with_parameters(tune_trial, study_json=study.model_dump_json(), workdir=str(workdir),
+        trainable = ray_api.with_resources(
+            ray_api.with_parameters(tune_trial, study_json=study.model_dump_json(), workdir=str(workdir),
                                  tracking_uri=tracking_uri, parent_run_id=state["parent_run_id"],
                                  objectives=obj_names),
             {"cpu": study.resources.cpu, "gpu": study.resources.gpu, **study.resources.custom},
         )
         progress = StudyProgress(study, obj_names, tracking_uri, console)
-        if exp_path.exists() and _ray.can_restore(str(exp_path)):
+        if exp_path.exists() and ray_api.can_restore(str(exp_path)):
             console.print(f"resuming study {study.name!r} from {exp_path}")
-            tuner = _ray.restore_tuner(str(exp_path), trainable)
+            tuner = ray_api.restore_tuner(str(exp_path), trainable)
         else:
-            searcher = PruneAwareOptunaSearch(
-                space=optuna_space(study), metric=obj_names, mode=[o.direction for o in objectives],
-                storage=optuna.storages.RDBStorage(storage_url), study_name=study.name,
-                sampler=optuna.samplers.TPESampler(seed=study.seed, multivariate=True),
-            )
             scheduler = None
             if study.asha.enabled:
-                scheduler = _ray.ASHAScheduler(
+                scheduler = ray_api.ASHAScheduler(
                     time_attr="iteration", metric="val_psnr", mode="max", max_t=study.trial.iterations,
                     grace_period=min(study.asha.grace_period or study.trial.val_interval, study.trial.iterations),
                     reduction_factor=study.asha.reduction_factor)
-            tuner = _ray.Tuner(
+            tuner = ray_api.Tuner(
                 trainable,
-                tune_config=_ray.TuneConfig(
-                    search_alg=ResumableConcurrencyLimiter(searcher, max_concurrent=study.max_concurrent),
+                tune_config=ray_api.TuneConfig(
+                    search_alg=study_searcher(study, objectives, storage_url),
                     scheduler=scheduler, num_samples=study.num_samples, reuse_actors=False),
-                run_config=_ray.RunConfig(
+                run_config=ray_api.RunConfig(
                     name=study.name, storage_path=str(workdir.ray_results), verbose=0,
-                    callbacks=[progress], failure_config=_ray.FailureConfig(max_failures=1)),
+                    callbacks=[progress], failure_config=ray_api.FailureConfig(max_failures=1)),
             )
         grid = tuner.fit()
         rows = _rows(grid, study, obj_names)
     finally:
-        _ray.shutdown()
-    orphans = _reconcile_optuna(storage_url, study.name)
+        ray_api.shutdown()
+    orphans = reconcile_optuna(storage_url, study.name)
     result = StudyResult(rows, objectives, parent_run_id=state["parent_run_id"], tracking_uri=tracking_uri,
                          wall_s=time.perf_counter() - t0)
     result.pareto = pareto_rows(rows, objectives)

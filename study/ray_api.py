@@ -1,16 +1,15 @@
 """The one place that imports Ray APIs that move between releases (written against Ray 2.60).
 
 Everything else in srstudy imports Tune, the Optuna searcher, ASHA and friends from here,
-so a Ray upgrade that renames or moves them is a one-file change.
+so a Ray upgrade that renames or moves them is a one-file change. That includes the private
+state of Tune's `OptunaSearch` and `ConcurrencyLimiter` that srstudy's searcher needs (see
+"Searcher internals" below): nothing outside this module touches a Ray object's private
+attribute. The test-only helpers (local multi-node clusters, `cluster.yaml` validation) live
+in `tests/support/ray_cluster.py`.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -41,9 +40,9 @@ def init_local(*, num_cpus: int | None = None, num_gpus: int | None = None, reso
     Ray turns a loopback node address into the machine's routable IP unless clustering is
     disabled, so that is switched off for this process (and its workers) first.
     """
-    _quiet_env()
+    quiet_env()
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    _loopback_only()
+    loopback_only()
     ray.init(
         runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}},
         num_cpus=num_cpus,
@@ -59,13 +58,13 @@ def init_local(*, num_cpus: int | None = None, num_gpus: int | None = None, reso
 
 def connect(address: str) -> None:
     """Join an existing cluster (`auto` or `host:port`)."""
-    _quiet_env()
+    quiet_env()
     if address.rsplit(":", 1)[0] in (LOOPBACK, "localhost"):
-        _loopback_only()
+        loopback_only()
     ray.init(address=address, logging_level="WARNING")
 
 
-def _loopback_only() -> None:
+def loopback_only() -> None:
     """Keep this process's Ray, and the Ray processes it starts, on 127.0.0.1.
 
     Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when it is imported: while it is
@@ -79,9 +78,9 @@ def _loopback_only() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def _quiet_env() -> None:
-    # no usage-stats upload; intermediate Tune results carry only the fidelity metric
-    # (val_psnr), the other objectives arrive with the final result
+def quiet_env() -> None:
+    """No usage-stats upload; no strict metric check (intermediate Tune results carry only the
+    fidelity metric, val_psnr; the other objectives arrive with the final result)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
@@ -107,94 +106,6 @@ def node_id() -> str:
 def gpu_ids() -> list[str]:
     """The GPU ids Ray assigned to the calling task or trial (what it sets CUDA_VISIBLE_DEVICES to)."""
     return [str(i) for i in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])]
-
-
-def nodes() -> list[dict[str, Any]]:
-    """The cluster's live nodes, as `ray.nodes()` reports them (NodeID, NodeManagerAddress,
-    Resources, ...)."""
-    return [n for n in ray.nodes() if n.get("Alive")]
-
-
-@dataclass
-class LocalCluster:
-    """A multi-node Ray cluster on this machine (see `local_cluster`)."""
-
-    address: str
-    head_id: str
-    worker_ids: list[str] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def local_cluster(head: dict[str, Any], workers: list[dict[str, Any]] = ()) -> Iterator[LocalCluster]:
-    """Several Ray nodes on this machine (`ray.cluster_utils.Cluster`), for tests.
-
-    `head` and each of `workers` are node arguments (`num_cpus`, `num_gpus`, `resources`);
-    every node is bound to 127.0.0.1 with the dashboard off. Ray files live in a private
-    temp dir (RAY_TMPDIR), so the cluster does not become the default `ray.init()` target
-    of other Ray users on the machine. Nothing is connected: join with `connect(address)`.
-    Shut down on exit (RAY_TMPDIR restored; this process stays loopback-only).
-    """
-    from ray.cluster_utils import Cluster
-
-    saved_tmpdir = os.environ.get("RAY_TMPDIR")
-    tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths are length-limited
-    pinned = {"node_ip_address": LOOPBACK, "include_dashboard": False}
-    cluster = None
-    try:
-        os.environ["RAY_TMPDIR"] = tmp
-        _quiet_env()
-        _loopback_only()
-        cluster = Cluster(initialize_head=True, head_node_args={**head, **pinned})
-        added = [cluster.add_node(**{**w, **pinned}) for w in workers]
-        cluster.wait_for_nodes()
-        yield LocalCluster(cluster.address, cluster.head_node.node_id, [n.node_id for n in added])
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        if cluster is not None:
-            cluster.shutdown()
-        if saved_tmpdir is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = saved_tmpdir
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def validate_cluster_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A cluster-launcher config (`ray up` YAML, as a dict) checked the way `ray up` does:
-    `prepare_config` (provider defaults merged, local-provider node types filled in), then
-    `validate_config` (Ray's JSON schema, `ray-schema.json`, plus its consistency checks).
-    Returns the prepared config; raises `jsonschema.ValidationError`, `ValueError` or
-    `RuntimeError` on an invalid one. Contacts no node."""
-    from ray.autoscaler._private.util import prepare_config, validate_config
-
-    prepared = prepare_config(config)
-    validate_config(prepared)
-    return prepared
-
-
-def ray_start_options(command: str) -> dict[str, Any]:
-    """The options of the `ray start ...` in a shell command line (e.g. a cluster.yaml
-    `*_start_ray_commands` entry), as Ray's own CLI parses them; nothing is started.
-    Raises `click.UsageError` for an option `ray start` does not have."""
-    import shlex
-
-    from ray.scripts.scripts import start
-
-    lex = shlex.shlex(command, posix=True, punctuation_chars=";&|")
-    lex.whitespace_split = True
-    segments, cur = [], []
-    for tok in lex:
-        if tok and set(tok) <= set(";&|"):
-            segments.append(cur)
-            cur = []
-        else:
-            cur.append(tok)
-    segments.append(cur)
-    starts = [seg for seg in segments if seg[:2] == ["ray", "start"]]
-    if not starts:
-        raise ValueError(f"no `ray start` in {command!r}")
-    return dict(start.make_context("ray start", starts[-1][2:]).params)
 
 
 def trial_id() -> str:
@@ -234,10 +145,64 @@ def can_restore(path: str) -> bool:
     return Tuner.can_restore(path)
 
 
+# ---- Searcher internals ----------------------------------------------------------------------
+# Tune's OptunaSearch keeps the Tune-trial → Optuna-trial map, the Optuna study, the set of
+# trials it already told and the search space in private attributes, and ConcurrencyLimiter
+# whether it limits at all; srstudy's prune-aware searcher and resumable limiter
+# (`srstudy.launch.search`) need them. Checked against ray 2.60
+# (ray/tune/search/optuna/optuna_search.py, ray/tune/search/concurrency_limiter.py): on a
+# Ray upgrade, check these names there.
+def optuna_study_of(searcher: OptunaSearch):
+    """The `optuna.Study` the searcher asks and tells (ray 2.60: `_ot_study`)."""
+    return searcher._ot_study
+
+
+def searched_space(searcher: OptunaSearch) -> dict[str, Any]:
+    """The searcher's space, Optuna distributions by parameter name (ray 2.60: `_space`)."""
+    return searcher._space
+
+
+def optuna_trial_of(searcher: OptunaSearch, trial_id: str):
+    """The `optuna.Trial` asked for a Tune trial, or None if the searcher never saw (or lost)
+    it (ray 2.60: `_ot_trials`)."""
+    return searcher._ot_trials.get(trial_id)
+
+
+def optuna_trials_of(searcher: OptunaSearch) -> list:
+    """Every `optuna.Trial` the searcher holds for a live Tune trial (ray 2.60: `_ot_trials`)."""
+    return list(searcher._ot_trials.values())
+
+
+def attach_optuna_trial(searcher: OptunaSearch, trial_id: str, ot_trial) -> None:
+    """Make `ot_trial` the Optuna trial of Tune trial `trial_id` (ray 2.60: `_ot_trials`)."""
+    searcher._ot_trials[trial_id] = ot_trial
+
+
+def is_told(searcher: OptunaSearch, trial_id: str) -> bool:
+    """Whether the searcher already told Optuna how the trial ended (ray 2.60: `_completed_trials`)."""
+    return trial_id in searcher._completed_trials
+
+
+def tell_ended(searcher: OptunaSearch, trial_id: str, state) -> None:
+    """Tell Optuna the trial ended in `state` (PRUNED or FAIL: no values) and remember it as told,
+    as the stock `on_trial_complete` does after its own tell (ray 2.60: `_ot_study`,
+    `_ot_trials`, `_completed_trials`)."""
+    searcher._ot_study.tell(searcher._ot_trials[trial_id], state=state)
+    searcher._completed_trials.add(trial_id)
+
+
+def limiter_lost_track_of(limiter: ConcurrencyLimiter, trial_id: str) -> bool:
+    """Whether a limiter that limits concurrency does not know the trial (restored after a crash
+    without it) — the stock limiter then drops its completion (ray 2.60: `_limit_concurrency`,
+    `live_trials`)."""
+    return limiter._limit_concurrency and trial_id not in limiter.live_trials
+
+
 __all__ = [
     "ASHAScheduler", "Callback", "CheckpointConfig", "ConcurrencyLimiter", "FailureConfig", "OptunaSearch",
     "RunConfig", "TuneConfig", "Tuner", "tune", "report", "with_parameters", "with_resources",
     "init_local", "connect", "shutdown", "trial_id", "restore_tuner", "can_restore",
-    "node_id", "nodes", "LocalCluster", "local_cluster", "validate_cluster_config", "ray_start_options",
-    "cancel", "available_resources", "GetTimeoutError",
+    "node_id", "cancel", "available_resources", "GetTimeoutError", "LOOPBACK", "quiet_env", "loopback_only",
+    "optuna_study_of", "searched_space", "optuna_trial_of", "optuna_trials_of", "attach_optuna_trial",
+    "is_told", "tell_ended", "limiter_lost_track_of",
 ]

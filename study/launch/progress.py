@@ -11,14 +11,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import _ray
-from .config import StudyConfig
-from .tracking import TrialRun
+from .. import ray_api
+from ..config import StudyConfig
+from ..tracking import TrialRun
 
 log = logging.getLogger("srstudy.launch")
 
 
-class StudyProgress(_ray.Callback):
+class StudyProgress(ray_api.Callback):
     """Prints a table of trials (status, config, objectives) every `every_s` and at the end;
     ends the MLflow runs of pruned trials as KILLED with `pruned=true`."""
 

@@ -1,0 +1,63 @@
+"""The function Tune runs for each trial: one Tune trial = one `run_trial` = one MLflow run.
+
+Tune pickles it by its module path (`srstudy.launch.trainable.tune_trial`) into the
+experiment state, so `srstudy launch --resume` finds it here.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .. import ray_api
+from ..config import StudyConfig
+from ..objectives import ANALYTIC_METRICS
+from ..workdir import StudyDir
+
+
+def tune_trial(params: dict[str, Any], *, study_json: str, workdir: str, tracking_uri: str,
+               parent_run_id: str | None, objectives: list[str]) -> None:
+    """One Tune trial = one `run_trial` = one MLflow run (resumed after a crash).
+
+    A trial that breaks an analytic constraint (params, FLOPs) reports `constraint_violated`
+    before any training; intermediate reports carry the validation scores, the final one
+    (`final=True`) every metric the trial measured."""
+    import torch
+
+    from srstudy.trials.distill import RUN_FILE, run_trial
+
+    study = StudyConfig.model_validate_json(study_json)
+    cfg = study.trial_config(params)
+    torch.set_num_threads(max(1, int(study.resources.cpu)))
+    tid = ray_api.trial_id()
+    study_dir = StudyDir(workdir)
+    tdir = study_dir.trial(tid)
+    # where it ran: the node, and the GPU(s) Ray gave it there (CUDA_VISIBLE_DEVICES)
+    base = {"iteration": 0, "trial_dir": str(tdir), "node_id": ray_api.node_id(), "gpu_ids": ",".join(ray_api.gpu_ids())}
+
+    # analytic constraints: checked before any training
+    analytic = {"params": cfg.student.param_count(cfg.scale),
+                "flops": cfg.student.to_model_config(cfg.scale).flops(cfg.latency.height, cfg.latency.width)}
+    broken = [str(c) for c in study.constraints if c.metric in ANALYTIC_METRICS and not c.holds(analytic[c.metric])]
+    if broken:
+        ray_api.report({**base, **analytic, "final": True, "constraint_violated": True,
+                        "constraint": "; ".join(broken), "val_psnr": float("nan")})
+        return
+
+    def run_id() -> str | None:
+        f = tdir / RUN_FILE
+        return json.loads(f.read_text())["run_id"] if f.exists() else None
+
+    def on_validate(it: int, m: dict[str, float]) -> None:
+        if it >= cfg.iterations:  # the final report carries it, with every objective
+            return
+        ray_api.report({**base, **m, "iteration": it, "final": False, "mlflow_run_id": run_id()})
+
+    result = run_trial(cfg, workdir=workdir, tracking_uri=tracking_uri, trial_dir=tdir,
+                       parent_run_id=parent_run_id, run_name=tid, teacher_cache=study_dir.teachers,
+                       on_validate=on_validate)
+    m = result.metrics
+    final = {**base, **m, "iteration": cfg.iterations, "final": True, "mlflow_run_id": result.run_id}
+    broken = [str(c) for c in study.constraints if c.metric in m and not c.holds(m[c.metric])]
+    if broken:
+        final.update(constraint_violated=True, constraint="; ".join(broken))
+    ray_api.report(final)
