@@ -441,7 +441,7 @@ def export_command(
 
     from srstudy.analysis.select import SelectionError
 
-    from .export import ExportError, export, load_source, log_export
+    from .deploy.export import ExportError, export, load_source, log_export
 
     say = lambda m: console.print(escape(m), soft_wrap=True)  # noqa: E731
     try:
@@ -516,8 +516,8 @@ def bench_command(
 
     from srstudy.analysis.select import SelectionError, best_run
 
-    from .edge import BenchTimeout, NoJetsonError, bench_on_node, log_bench, run_benchmark
-    from .export import ExportError, onnx_for_run, read_onnx
+    from .deploy.bench import BenchTimeout, NoJetsonError, bench_on_node, log_bench, run_benchmark
+    from .deploy.export import ExportError, onnx_for_run, read_onnx
 
     say = lambda m: console.print(escape(m), soft_wrap=True)  # noqa: E731
     try:

@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from srstudy.cli import app
-from srstudy.export import (ONNX_FP16_FILE, PARITY_TOL_FP16, check_parity, export, export_onnx, graph_stats,
+from srstudy.deploy.export import (ONNX_FP16_FILE, PARITY_TOL_FP16, check_parity, export, export_onnx, graph_stats,
                             load_source, onnx_upscaler, ort_session, run_session, tensorrt_status)
 from srstudy.models.dvmsr import DVMSR, load_checkpoint, preset, save_checkpoint
 from srstudy.tracking import TrialRun

@@ -48,8 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from .measure.tegrastats import jetson_model, on_jetson, read_text
-from .measure.timing import time_ms
+from ..measure.tegrastats import jetson_model, on_jetson, read_text
+from ..measure.timing import time_ms
 
 log = logging.getLogger("srstudy.edge")
 
@@ -285,7 +285,7 @@ def _runner(onnx_model: bytes, *, runtime: str, providers: Sequence[str] | None,
 
 
 def _meter(energy: str, *, on_gpu: bool, device: str, tegrastats_cmd, idle_s: float, sample_hz: float):
-    from .measure.energy import NullEnergyMeter, energy_meter
+    from ..measure.energy import NullEnergyMeter, energy_meter
 
     if energy not in ENERGY_BACKENDS:
         raise ValueError(f"energy must be one of {ENERGY_BACKENDS}, got {energy!r}")
@@ -349,7 +349,7 @@ def run_benchmark(onnx_model: bytes, *, samples: int = DEFAULT_SAMPLES, size: in
 # ---- on a Ray node -----------------------------------------------------------------------------
 def _bench_task(onnx_model: bytes, options: dict[str, Any]) -> BenchResult:
     """The Ray task: `run_benchmark` there, stamped with the node it ran on."""
-    from . import _ray
+    from .. import _ray
 
     result = run_benchmark(onnx_model, **options)
     result.node_id = _ray.node_id()
@@ -369,7 +369,7 @@ def bench_on_node(onnx_model: bytes, *, resource: str = JETSON_RESOURCE, wait_s:
     """`run_benchmark` as a Ray task on the node carrying `resource` (the caller is connected
     to the cluster). Raises NoJetsonError when no node offers it within `wait_s`, and
     BenchTimeout (task cancelled) when the task has not returned after `timeout_s`."""
-    from . import _ray
+    from .. import _ray
 
     if not _ray.is_initialized():
         raise RuntimeError("not connected to a Ray cluster (srstudy._ray.connect(address) first)")
@@ -396,7 +396,7 @@ def bench_on_node(onnx_model: bytes, *, resource: str = JETSON_RESOURCE, wait_s:
 def log_bench(result: BenchResult, tracking_uri: str, run_id: str, *, prefix: str = EDGE_PREFIX) -> dict[str, float]:
     """Metrics `<prefix>*` (only the measured ones) and tags on the run, the whole result as
     `edge/<prefix>bench.json` and the power trace as CSV. Returns the metrics logged."""
-    from .tracking import TrialRun
+    from ..tracking import TrialRun
 
     run = TrialRun(tracking_uri, run_id)
     metrics = result.metrics(prefix)

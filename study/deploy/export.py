@@ -52,8 +52,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .measure.timing import device_sync, time_ms
-from .workdir import StudyDir, missing_store
+from ..measure.timing import device_sync, time_ms
+from ..workdir import StudyDir, missing_store
 
 log = logging.getLogger("srstudy.export")
 
@@ -232,7 +232,7 @@ def parity_image(path: str | Path | None = None, *, scale: int = 4,
     """A real LR image (uint8 H×W×3) for the parity check: the file at `path` (taken as an LR
     image), else scikit-image's astronaut downscaled ×`scale` with MATLAB bicubic; centre-
     cropped to `crop` (None: whole)."""
-    from .data import bundled_images, load_image, make_lr
+    from ..data import bundled_images, load_image, make_lr
 
     if path is not None:
         name, lr = Path(path).name, load_image(path)
@@ -619,7 +619,7 @@ def log_export(report: ExportReport, tracking_uri: str, run_id: str) -> list[str
     import onnx
     import onnxruntime as ort
 
-    from .tracking import TrialRun
+    from ..tracking import TrialRun
 
     run = TrialRun(tracking_uri, run_id)
     logged = []
