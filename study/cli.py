@@ -441,7 +441,9 @@ def export_command(
 
     from srstudy.analysis.select import SelectionError
 
-    from .deploy.export import ExportError, export, load_source, log_export
+    from .deploy.export import export, log_export
+    from .deploy.onnx import ExportError
+    from .deploy.sources import load_source
 
     say = lambda m: console.print(escape(m), soft_wrap=True)  # noqa: E731
     try:
@@ -517,7 +519,8 @@ def bench_command(
     from srstudy.analysis.select import SelectionError, best_run
 
     from .deploy.bench import BenchTimeout, NoJetsonError, bench_on_node, log_bench, run_benchmark
-    from .deploy.export import ExportError, onnx_for_run, read_onnx
+    from .deploy.onnx import ExportError, read_onnx
+    from .deploy.sources import onnx_for_run
 
     say = lambda m: console.print(escape(m), soft_wrap=True)  # noqa: E731
     try:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from srstudy import _ray
 from srstudy.cli import app
 from srstudy.deploy.bench import BenchTimeout, NoJetsonError, bench_on_node, run_benchmark
-from srstudy.deploy.export import export_onnx
+from srstudy.deploy.onnx import export_onnx
 from srstudy.measure import meter as meter_module
 from srstudy.measure.tegrastats import parse_tegrastats_line
 from srstudy.models.dvmsr import DVMSR, preset, save_checkpoint
