@@ -145,6 +145,10 @@ def eval_command(
     Console().print(table)
 
 
+DEFAULT_TRIAL_HELP = ("trial YAML (default: the embedded default trial, the default study's base trial: CPU-sized, "
+                      "a minute or two on 2 cores; MambaLiteSR's GPU recipe is benchmarks/configs/paper_recipe.yaml)")
+
+
 def _load_trial_config(config: Optional[Path], overrides: list[str]):
     from .config import ConfigError, load_trial_config
 
@@ -167,13 +171,14 @@ def _progress_bar(description: str):
 
 @app.command("trial")
 def trial_command(
-    config: Optional[Path] = typer.Option(None, "--config", help="trial YAML (defaults: MambaLiteSR's recipe)"),
+    config: Optional[Path] = typer.Option(None, "--config", help=DEFAULT_TRIAL_HELP),
     workdir: Path = typer.Option(DEFAULT_WORKDIR, "--workdir", callback=_workdir_option, help="trials, teacher cache, MLflow sqlite"),
     overrides: Overrides = [],
     tracking_uri: TrackingUri = None,
     verbose: Verbose = False,
 ) -> None:
-    """Run one distillation trial without Ray (resumes if the same config ran in --workdir)."""
+    """Run one distillation trial without Ray (resumes if the same config ran in --workdir, and
+    completes the steps after training that a previous run could not do)."""
     _setup_logging(verbose)
     cfg = _load_trial_config(config, overrides)
     from srstudy.trials.distill import run_trial
@@ -190,11 +195,19 @@ def trial_command(
         table.add_row(k, f"{v:.6g}")
     Console().print(table)
     print(f"run_id: {result.run_id}")
+    if result.missing_steps:
+        console.print(f"[bold yellow]warning:[/] the training finished and is kept (metrics and student.pth in MLflow "
+                      f"run {result.run_id}), but {len(result.missing_steps)} step(s) after it failed:")
+        for step, error in result.missing_steps.items():
+            console.print(f"  {step}: {escape(error)}")
+        console.print("run the same command again to complete them into the same run")
+        raise typer.Exit(code=1)
 
 
 @app.command("teacher")
 def teacher_command(
-    config: Optional[Path] = typer.Option(None, "--config", help="trial YAML whose teacher section is used"),
+    config: Optional[Path] = typer.Option(None, "--config", help="trial YAML whose teacher section is used; "
+                                          + DEFAULT_TRIAL_HELP),
     workdir: Path = typer.Option(DEFAULT_WORKDIR, "--workdir", callback=_workdir_option),
     overrides: Overrides = [],
     verbose: Verbose = False,

@@ -2,8 +2,12 @@
 
 A trial is fully described by a `TrialConfig`: the student's architecture, the teacher,
 the distillation weight `alpha`, the optimiser schedule, data, precision and device. Its
-defaults are MambaLiteSR's recipe (batch 128, LR 64×64 patches, α = 0.8, 2500 iterations,
-a 32-dim 4×2 rank-2 student, a 60-dim 8×2 teacher, Adam 2e-4 halved at milestones).
+field defaults are MambaLiteSR's recipe (batch 128, LR 64×64 patches, α = 0.8, 2500
+iterations, a 32-dim 4×2 rank-2 student, a 60-dim 8×2 teacher, Adam 2e-4 halved at
+milestones): a GPU-sized trial, also written out in benchmarks/configs/paper_recipe.yaml.
+With no file, `load_trial_config` (so `srstudy trial` / `srstudy teacher` without
+--config) gives the embedded default trial instead: the base `trial` of the default study
+(study/configs/default_study.yaml), CPU-sized, a minute or two on 2 cores.
 
 Configs come from YAML files plus `--set key=value` overrides (`student.embed_dim=16`;
 values are parsed as YAML, so `data.benchmark_sets=[Set5,Set14]` works). A key that itself
@@ -140,7 +144,8 @@ class LatencyConfig(_Model):
 
 
 class TrialConfig(_Model):
-    """One distillation trial. Defaults = MambaLiteSR's recipe."""
+    """One distillation trial. Field defaults = MambaLiteSR's recipe, sized for a GPU (the
+    embedded CPU-sized default trial is `load_trial_config(None)`)."""
 
     experiment: str = Field("srstudy", min_length=1, description="MLflow experiment name")
     student: ArchConfig = Field(default_factory=ArchConfig)
@@ -198,10 +203,12 @@ def build(model: type[BaseModel], data: dict[str, Any], source: str):
 
 
 def load_trial_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrialConfig:
-    """A validated `TrialConfig` from an optional YAML file plus `key=value` overrides."""
-    data = read_yaml(path) if path is not None else {}
+    """A validated `TrialConfig` from a YAML file plus `key=value` overrides; with no file,
+    the embedded default trial (the default study's base `trial`: CPU-sized, quick) — not
+    the GPU-sized field defaults, which would not finish on a CPU."""
+    data = read_yaml(path) if path is not None else dict(read_yaml(DEFAULT_STUDY).get("trial") or {})
     apply_overrides(data, overrides)
-    source = str(path) if path is not None else "defaults"
+    source = str(path) if path is not None else f"the default trial (trial: of {DEFAULT_STUDY})"
     if overrides:
         source += " + --set " + " ".join(overrides)
     return build(TrialConfig, data, source)

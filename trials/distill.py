@@ -43,6 +43,7 @@ from srstudy.workdir import StudyDir
 
 from . import inputs
 from .loop import CHECKPOINT_NAME, LoopSpec, LoopState, load_training_checkpoint, train
+from .memory import check_fits, student_estimate
 from .scoring import RESULT_FILE, AfterTraining, new_record, read_record, write_record
 from .teacher import get_teacher
 from .teacher_bank import get_teacher_bank
@@ -169,6 +170,8 @@ def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, td
                    parent_run_id, run_name, teacher_cache, hooks) -> tuple[TrialRun, DVMSR, dict[str, Any], int | None]:
     """Teacher, then the student's training (resumed from its checkpoint); returns the run,
     the trained student, the trial's record and the iteration training resumed from."""
+    # refused before any training (the teacher's too) when the student's step cannot fit
+    check_fits(student_estimate(cfg, backend=backend, device_type=device.type), device)
     # teacher: from a checkpoint, the cache, or trained now (once for all trials)
     images = inputs.train_images(cfg.data)
     teacher = None

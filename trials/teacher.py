@@ -27,9 +27,11 @@ from filelock import FileLock
 from srstudy.config import TrialConfig
 from srstudy.measure.energy import energy_meter
 from srstudy.models.dvmsr import DVMSR, load_checkpoint, save_checkpoint
+from srstudy.models.scan import resolve_backend
 
 from . import inputs
 from .loop import LoopSpec, load_training_checkpoint, train
+from .memory import check_fits, teacher_estimate
 
 log = logging.getLogger("srstudy.teacher")
 
@@ -155,7 +157,8 @@ def get_teacher(
     """The trial's teacher: from `teacher.checkpoint`, from the cache, or trained now (once).
 
     Concurrent callers asking for the same key wait on a file lock; the first trains, the
-    others load its result.
+    others load its result. A teacher whose training step would not fit the device's free
+    memory is refused before training (`memory.InsufficientMemoryError`).
     """
     if cfg.teacher.checkpoint is not None:
         model = load_checkpoint(cfg.teacher.checkpoint).to(device).eval()
@@ -174,6 +177,8 @@ def get_teacher(
         meta = _valid_entry(entry)
         source = "cache"
         if meta is None:
+            backend = resolve_backend(cfg.scan_backend, device)
+            check_fits(teacher_estimate(cfg, backend=backend, device_type=device.type), device)
             log.info("training teacher %s (%d iterations) into %s", key, cfg.teacher.iterations, entry)
             meta = _train_teacher(cfg, images, entry, device, progress)
             source = "trained"
