@@ -67,6 +67,10 @@ class BenchTimeout(RuntimeError):
     """The benchmark task did not finish in time (it was cancelled)."""
 
 
+class ClusterError(RuntimeError):
+    """The Ray cluster to benchmark on cannot be joined."""
+
+
 # ---- the result ------------------------------------------------------------------------------
 @dataclass
 class BenchResult:
@@ -279,6 +283,32 @@ def bench_on_node(onnx_model: bytes, *, resource: str = JETSON_RESOURCE, wait_s:
         raise BenchTimeout(f"the benchmark on the {resource!r} node did not finish within {timeout_s:.0f} s and was "
                            "cancelled; is the node busy or gone (`ray status`)? Raise --timeout for a first TensorRT "
                            "engine build or many --samples") from None
+
+
+def benchmark(onnx_model: bytes, *, on: str = "local", address: str = "auto", wait_s: float = 10.0,
+              timeout_s: float = 1800.0, say: Say = log.info, **options: Any) -> BenchResult:
+    """What `srstudy bench` runs: `run_benchmark` in this process (`on="local"`), or (`on="jetson"`)
+    joined to the Ray cluster at `address`, as a task on the node with the `jetson` resource
+    (`bench_on_node`), leaving the cluster afterwards. Raises ClusterError when the cluster
+    cannot be joined."""
+    if on == "local":
+        return run_benchmark(onnx_model, say=say, **options)
+    from .. import _ray
+
+    try:
+        _ray.connect(address)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise ClusterError(f"cannot join the Ray cluster at --address {address}: {e}; start it (`ray up cluster.yaml`, "
+                           "or `ray start --head` here and the Jetson joining it) or pass --address host:port") from None
+    try:
+        return bench_on_node(onnx_model, wait_s=wait_s, timeout_s=timeout_s, say=say, **options)
+    finally:
+        _ray.shutdown()
+
+
+def default_prefix(on: str) -> str:
+    """The MLflow metric prefix of a benchmark: `edge_` on the Jetson, `bench_` here."""
+    return EDGE_PREFIX if on == "jetson" else LOCAL_PREFIX
 
 
 # ---- MLflow -----------------------------------------------------------------------------------

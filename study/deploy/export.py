@@ -306,3 +306,14 @@ def log_export(report: ExportReport, tracking_uri: str, run_id: str) -> list[str
     run.set_tags({"export_onnx_artifact": f"{MLFLOW_MODEL_DIR}/model.onnx", "export_opset": report.graph["opset"],
                   "export_tensorrt": report.tensorrt.get("message")})
     return report.mlflow["artifacts"]
+
+
+def export_source(src: ModelSource, out_dir: str | Path, *, log_run: bool = True, say: Say = log.info,
+                  **options: Any) -> ExportReport:
+    """`export(src.model, out_dir, **options)` and, when the network is a trial's (an MLflow
+    run) and `log_run`, `log_export` to that run: what `srstudy export` does."""
+    report = export(src.model, out_dir, source=src, say=say, **options)
+    if log_run and src.run_id:
+        logged = log_export(report, src.tracking_uri, src.run_id)
+        say(f"logged to MLflow run {src.run_id}: {', '.join(logged)}")
+    return report

@@ -4,6 +4,7 @@ checkpoint, or the graph `srstudy export` logged), the Pareto-best run of a stud
 
     source = load_source(run_id=…) | load_source(best=True, workdir=…) | load_source(checkpoint=…)
     graph = onnx_for_run(tracking_uri, run_id)     # bytes: the nodes need not share a filesystem
+    graph, run_id, tracking_uri = bench_graph(best=True, workdir=…)   # or onnx=…, run_id=…
 
 The MLflow layout of an export (written by `deploy.export.log_export`): the fp32 graph in
 the `mlflow.onnx` flavour as `onnx_model/`, everything else under `export/`; a trial's
@@ -16,12 +17,15 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..workdir import StudyDir, missing_store
-from .onnx import ONNX_FP16_FILE, ExportError, export_onnx
+from .onnx import ONNX_FP16_FILE, ExportError, export_onnx, read_onnx
+
+if TYPE_CHECKING:
+    from srstudy.analysis.select import BestRun
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,24 @@ def student_checkpoint(tracking_uri: str, run_id: str, dst: str | Path) -> Path:
                       f"trial_dir={trial_dir!r}); is it a finished trial run?")
 
 
+def pick_run(*, run_id: str | None = None, best: bool = False, workdir: str | Path | None = None,
+             tracking_uri: str | None = None, experiment: str | None = None,
+             objectives: str | Sequence[str] | None = None, say: Say = log.info) -> tuple[str | None, str, BestRun | None]:
+    """(run id, tracking URI, how --best chose it or None): `run_id` as given, or with `best`
+    the knee of the study's Pareto front (`analysis.select.best_run`, said with its values);
+    the URI is the chosen run's, else `tracking_uri`, else the study folder's store."""
+    chosen = None
+    if best:
+        from srstudy.analysis.select import best_run
+
+        chosen = best_run(workdir=workdir, tracking_uri=tracking_uri, experiment=experiment,
+                          objectives=objectives, say=say)
+        run_id, tracking_uri = chosen.run_id, chosen.tracking_uri
+        say(f"Pareto-best run (knee over {', '.join(chosen.objectives)}): {run_id} "
+            + ", ".join(f"{k}={v:.5g}" for k, v in chosen.values.items()))
+    return run_id, tracking_uri or StudyDir(workdir).tracking_uri, chosen
+
+
 def load_source(*, run_id: str | None = None, best: bool = False, checkpoint: str | Path | None = None,
                 workdir: str | Path | None = None, tracking_uri: str | None = None, experiment: str | None = None,
                 objectives: str | Sequence[str] | None = None, say: Say = log.info) -> ModelSource:
@@ -104,16 +126,8 @@ def load_source(*, run_id: str | None = None, best: bool = False, checkpoint: st
         raise ExportError("give exactly one of --run-id ID, --best or --checkpoint PATH")
     if checkpoint is not None:
         return ModelSource(load_checkpoint(checkpoint), f"checkpoint {checkpoint}", checkpoint=str(checkpoint))
-    chosen = None
-    if best:
-        from srstudy.analysis.select import best_run
-
-        chosen = best_run(workdir=workdir, tracking_uri=tracking_uri, experiment=experiment,
-                          objectives=objectives, say=say)
-        run_id, tracking_uri = chosen.run_id, chosen.tracking_uri
-        say(f"Pareto-best run (knee over {', '.join(chosen.objectives)}): {run_id} "
-            + ", ".join(f"{k}={v:.5g}" for k, v in chosen.values.items()))
-    tracking_uri = tracking_uri or StudyDir(workdir).tracking_uri
+    run_id, tracking_uri, chosen = pick_run(run_id=run_id, best=best, workdir=workdir, tracking_uri=tracking_uri,
+                                            experiment=experiment, objectives=objectives, say=say)
     with tempfile.TemporaryDirectory(prefix="srstudy-export-") as tmp:
         path = student_checkpoint(tracking_uri, run_id, tmp)
         model = load_checkpoint(path)
@@ -135,3 +149,15 @@ def onnx_for_run(tracking_uri: str, run_id: str, *, fp16: bool = False, say: Say
 
         model = load_checkpoint(student_checkpoint(tracking_uri, run_id, tmp))
         return export_onnx(model, Path(tmp) / "model.onnx", fp16=fp16).read_bytes()
+
+
+def bench_graph(*, run_id: str | None = None, best: bool = False, onnx: str | Path | None = None, fp16: bool = False,
+                workdir: str | Path | None = None, tracking_uri: str | None = None, experiment: str | None = None,
+                objectives: str | Sequence[str] | None = None, say: Say = log.info) -> tuple[bytes, str | None, str]:
+    """(graph, run id, tracking URI) for `srstudy bench`: the ONNX file `onnx` (checked;
+    `run_id` then only names the run the results go to), else the graph of `run_id` or of
+    the study's Pareto-best run (`onnx_for_run`)."""
+    run_id, tracking_uri, _ = pick_run(run_id=run_id, best=best, workdir=workdir, tracking_uri=tracking_uri,
+                                       experiment=experiment, objectives=objectives, say=say)
+    graph = read_onnx(onnx) if onnx is not None else onnx_for_run(tracking_uri, run_id, fp16=fp16, say=say)
+    return graph, run_id, tracking_uri
