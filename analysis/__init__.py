@@ -7,8 +7,8 @@
     result.front, result.excluded, result.hypervolume, result.knee
 
 Modules: `pareto` (non-dominated sort, exact hypervolume, knee), `front` (objectives from
-`srstudy.objectives`, exclusions), `select` (the best run: the front's knee), `load`
-(MLflow → pandas, `pareto_rank` tags), `plots`,
+`srstudy.objectives`, exclusions), `select` (a study's runs ranked: `analyse_study`; the best
+run: the front's knee), `load` (MLflow → pandas, `pareto_rank` tags), `plots`,
 `findings` (the paper's findings), `report` (one self-contained HTML file). Plots and the
 report import matplotlib when used.
 """

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from srstudy.workdir import StudyDir, missing_store
+from srstudy.workdir import DEFAULT_WORKDIR, StudyDir, missing_store
 
 PARENT_TAG = "mlflow.parentRunId"
 RANK_TAG = "pareto_rank"
@@ -121,6 +121,15 @@ def resolve_source(workdir: str | Path | None = None, *, tracking_uri: str | Non
         parents = [r.info.run_id for r in found]
     return StudySource(tracking_uri, exp.name, exp.experiment_id, parents, study,
                        Path(workdir) if workdir else None, objectives)
+
+
+def study_source(workdir: str | Path | None = None, *, tracking_uri: str | None = None,
+                 experiment: str | None = None, study: str | None = None) -> StudySource:
+    """`resolve_source` with the commands' default: given none of `workdir`, `tracking_uri`,
+    `experiment` nor `$MLFLOW_TRACKING_URI`, the study in ./srstudy-runs."""
+    if workdir is None and tracking_uri is None and experiment is None and not os.environ.get("MLFLOW_TRACKING_URI"):
+        workdir = DEFAULT_WORKDIR
+    return resolve_source(workdir, tracking_uri=tracking_uri, experiment=experiment, study=study)
 
 
 def _search_all(client, experiment_id: str, filter_string: str) -> list:

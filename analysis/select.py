@@ -1,5 +1,7 @@
-"""The best run of a study: the knee of the Pareto front of its finished trial runs.
+"""Choosing among a study's runs: the ranked front (`analyse_study`, what `srstudy pareto`
+and `srstudy report` show) and its knee, the best run (`best_run`).
 
+    runs, result = analyse_study(source, objectives=None, constraints=[], reference="1,2,3")
     chosen = best_run(workdir="srstudy-runs")            # or tracking_uri=…, experiment=…
     chosen.run_id, chosen.values, chosen.front
 
@@ -17,11 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from srstudy.objectives import DEFAULT_OBJECTIVES, ObjectiveError, Say, parse_objectives
 from srstudy.workdir import DEFAULT_WORKDIR
 
-from .front import analyse, measured_objectives
-from .load import load_runs, resolve_source
+from .front import FrontResult, analyse, measured_objectives
+from .load import SourceError, StudySource, load_runs, resolve_source
 
 log = logging.getLogger("srstudy.analysis.select")
 
@@ -44,6 +48,30 @@ class BestRun:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def analyse_study(source: StudySource, objectives: str | Sequence[str] | None = None,
+                  constraints: Sequence[str] | None = None, reference: str | Sequence[float] | None = None,
+                  say: Say = log.info) -> tuple[pd.DataFrame, FrontResult]:
+    """(runs, ranked result) of the study's trial runs over `objectives`. Objectives given
+    explicitly must be measured; by default the study's own (else DEFAULT_OBJECTIVES), those
+    no run measured dropped with a notice (GPU energy on a CPU-only study). `reference`: the
+    hypervolume reference point, numbers or comma-separated text. Raises SourceError when
+    the study has no trial runs, ObjectiveError / ValueError for bad objectives, constraints
+    or reference."""
+    runs = load_runs(source)
+    if not len(runs):
+        raise SourceError(f"experiment {source.experiment!r} at {source.tracking_uri} has no trial runs (tag role=trial)"
+                          + (f" of study {source.study!r}" if source.study else "") + "; has the study run yet?")
+    if objectives is None:
+        objectives = measured_objectives(runs, source.objectives or DEFAULT_OBJECTIVES,
+                                         lambda message: say(f"notice: {message}"))
+    if isinstance(reference, str):
+        try:
+            reference = [float(v) for v in reference.split(",")]
+        except ValueError:
+            raise ValueError(f"--reference {reference!r}: write comma-separated numbers, one per objective") from None
+    return runs, analyse(runs, objectives, constraints, reference=reference)
 
 
 def best_run(*, workdir: str | Path | None = None, tracking_uri: str | None = None, experiment: str | None = None,

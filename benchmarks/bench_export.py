@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srstudy.edge import cpu_name, run_benchmark, timed_calls
-from srstudy.export import (best_providers, check_parity, export_onnx, graph_stats, ort_session, parity_image,
-                            run_session)
+from srstudy.deploy.bench import run_benchmark, timed_calls
+from srstudy.deploy.export import check_parity, parity_image
+from srstudy.deploy.onnx import export_onnx, graph_stats
+from srstudy.deploy.runtime import best_providers, cpu_name, ort_session, run_session
 from srstudy.measure.energy import energy_meter
 from srstudy.measure.timing import device_sync, time_ms
 from srstudy.models.dvmsr import DVMSR, load_checkpoint, preset

@@ -391,7 +391,7 @@ def test_imresize_names_the_size_it_cannot_resize():
 
 
 def test_onnxruntime_refusal_names_the_graph(tmp_path):
-    from srstudy.export import ort_session
+    from srstudy.deploy.runtime import ort_session
 
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a graph")

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from srstudy import ray_api
 from srstudy.cli import app
-from srstudy.edge import BenchTimeout, NoJetsonError, bench_on_node, run_benchmark
-from srstudy.export import export_onnx
+from srstudy.deploy.bench import BenchTimeout, NoJetsonError, bench_on_node, run_benchmark
+from srstudy.deploy.onnx import export_onnx
 from srstudy.measure import meter as meter_module
 from srstudy.measure.tegrastats import parse_tegrastats_line
 from srstudy.models.dvmsr import DVMSR, preset, save_checkpoint

@@ -13,8 +13,10 @@ import torch
 from typer.testing import CliRunner
 
 from srstudy.cli import app
-from srstudy.export import (ONNX_FP16_FILE, PARITY_TOL_FP16, check_parity, export, export_onnx, graph_stats,
-                            load_source, onnx_upscaler, ort_session, run_session, tensorrt_status)
+from srstudy.deploy.export import PARITY_TOL_FP16, check_parity, export
+from srstudy.deploy.onnx import ONNX_FP16_FILE, export_onnx, graph_stats
+from srstudy.deploy.runtime import onnx_upscaler, ort_session, run_session, tensorrt_status
+from srstudy.deploy.sources import load_source
 from srstudy.models.dvmsr import DVMSR, load_checkpoint, preset, save_checkpoint
 from srstudy.tracking import TrialRun
 

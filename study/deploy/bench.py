@@ -1,16 +1,17 @@
 """Benchmark an exported network where it is meant to run: a Jetson Ray worker (or here).
 
-    onnx = export.onnx_for_run(uri, run_id)          # bytes: the nodes need not share a filesystem
+    onnx = sources.onnx_for_run(uri, run_id)         # bytes: the nodes need not share a filesystem
     _ray.connect("auto")
     result = bench_on_node(onnx, samples=1000, size=64)   # a Ray task asking for {"jetson": 1}
     log_bench(result, uri, run_id)                   # edge_* metrics on the trial's MLflow run
 
 One benchmark (`run_benchmark`: the body of the Ray task, and all of `--on local`):
 
-1. Runtime: TensorRT when `import tensorrt` works there (an engine is built from the ONNX
-   bytes on that machine, since engines are tied to the GPU and TensorRT version, and cached
-   under `~/.cache/srstudy/tensorrt`), else onnxruntime with the best provider its build has
-   (CUDA, else CPU). The result names the runtime and the provider actually used.
+1. Runtime (`deploy.runtime.open_runner`): TensorRT when `import tensorrt` works there (an
+   engine is built from the ONNX bytes on that machine, since engines are tied to the GPU and
+   TensorRT version, and cached under `~/.cache/srstudy/tensorrt`), else onnxruntime with the
+   best provider its build has (CUDA, else CPU). The result names the runtime and the
+   provider actually used.
 2. `warmup` untimed inferences, then `samples` timed ones on one random LR image
    (1, 3, size, size), each from host input to host output.
 3. Power, sampled during the timed loop only: tegrastats' VDD_IN (the whole module: CPU, GPU,
@@ -31,12 +32,8 @@ cancelled). The ONNX bytes travel as the task's argument (Ray's object store).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
-import os
-import platform
-import re
 import socket
 import statistics
 import tempfile
@@ -48,15 +45,14 @@ from typing import Any
 
 import numpy as np
 
-from .measure.tegrastats import jetson_model, on_jetson, read_text
-from .measure.timing import time_ms
+from ..measure.tegrastats import jetson_model, on_jetson
+from ..measure.timing import time_ms
+from .runtime import DEFAULT_ENGINE_CACHE, RUNTIMES, cpu_name, gpu_name, open_runner
 
-log = logging.getLogger("srstudy.edge")
+log = logging.getLogger(__name__)
 
 JETSON_RESOURCE = "jetson"
 DEFAULT_SAMPLES, DEFAULT_WARMUP, DEFAULT_SIZE = 1000, 20, 64
-DEFAULT_ENGINE_CACHE = "~/.cache/srstudy/tensorrt"
-RUNTIMES = ("auto", "tensorrt", "onnxruntime")
 ENERGY_BACKENDS = ("auto", "tegrastats", "nvml", "none")
 EDGE_PREFIX, LOCAL_PREFIX = "edge_", "bench_"
 
@@ -69,6 +65,10 @@ class NoJetsonError(RuntimeError):
 
 class BenchTimeout(RuntimeError):
     """The benchmark task did not finish in time (it was cancelled)."""
+
+
+class ClusterError(RuntimeError):
+    """The Ray cluster to benchmark on cannot be joined."""
 
 
 # ---- the result ------------------------------------------------------------------------------
@@ -177,115 +177,8 @@ class BenchResult:
         return {**dataclasses.asdict(self), "summary": self.summary()}
 
 
-# ---- device names (a Jetson's: measure.tegrastats.jetson_model) ---------------------------------
-def cpu_name() -> str:
-    info = read_text("/proc/cpuinfo") or ""
-    m = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
-    name = m.group(1).strip() if m else (platform.processor() or platform.machine() or "CPU")
-    return f"{name} ({os.cpu_count()} cores)"
-
-
-def gpu_name() -> str:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    except Exception:  # noqa: BLE001
-        pass
-    return "NVIDIA GPU"
-
-
-# ---- runtimes ----------------------------------------------------------------------------------
-class _TensorRTRunner:
-    """A deserialized engine with fixed-shape CUDA buffers (torch tensors) on its own stream."""
-
-    def __init__(self, engine_bytes: bytes, shape: tuple[int, ...]) -> None:
-        import tensorrt as trt
-        import torch
-
-        if not torch.cuda.is_available():
-            raise RuntimeError("TensorRT is importable but torch sees no CUDA device (needed for the buffers)")
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self._logger)
-        self.engine = self.runtime.deserialize_cuda_engine(engine_bytes)
-        if self.engine is None:
-            raise RuntimeError("TensorRT could not deserialize the engine (built by another TensorRT version?)")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        inp = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        out = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        self.context.set_input_shape(inp, tuple(shape))
-        out_shape = tuple(self.context.get_tensor_shape(out))
-        self.x = torch.empty(shape, dtype=torch.float32, device="cuda")
-        self.y = torch.empty(out_shape, dtype=torch.float32, device="cuda")
-        self.host_y = torch.empty(out_shape, dtype=torch.float32).pin_memory()
-        self.context.set_tensor_address(inp, self.x.data_ptr())
-        self.context.set_tensor_address(out, self.y.data_ptr())
-        self.stream = torch.cuda.Stream()
-        self._torch = torch
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        torch = self._torch
-        with torch.cuda.stream(self.stream):
-            self.x.copy_(torch.from_numpy(x))
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise RuntimeError("TensorRT execute_async_v3 failed")
-            self.host_y.copy_(self.y, non_blocking=True)
-        self.stream.synchronize()
-        return self.host_y.numpy()
-
-
-def _engine_bytes(onnx_model: bytes, *, fp16: bool, size: int, cache: str | None, say: Say) -> bytes:
-    import tensorrt as trt
-
-    from .export import build_tensorrt_engine
-
-    max_side = max(size, 256)
-    key = hashlib.sha256(onnx_model).hexdigest()[:16]
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name()).strip("-")
-    name = f"{key}-{'fp16' if fp16 else 'fp32'}-max{max_side}-trt{trt.__version__}-{slug}.engine"
-    path = Path(cache).expanduser() / name if cache else None
-    if path is not None and path.is_file():
-        say(f"TensorRT engine from the cache: {path}")
-        return path.read_bytes()
-    say("building a TensorRT engine from the ONNX graph (minutes on a Jetson; cached afterwards)")
-    engine = build_tensorrt_engine(onnx_model, fp16=fp16, opt_hw=(size, size), max_hw=(max_side, max_side))
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(engine)
-        tmp.replace(path)
-    return engine
-
-
-def _runner(onnx_model: bytes, *, runtime: str, providers: Sequence[str] | None, fp16: bool, size: int,
-            engine_cache: str | None, notes: list[str], say: Say) -> tuple[Callable[[np.ndarray], Any], str, str, bool]:
-    """(infer, runtime, provider, runs_on_gpu)."""
-    from .export import best_providers, ort_session, run_session, tensorrt_status
-
-    if runtime in ("auto", "tensorrt"):
-        ok, message = tensorrt_status()
-        if ok:
-            try:
-                infer = _TensorRTRunner(_engine_bytes(onnx_model, fp16=fp16, size=size, cache=engine_cache, say=say),
-                                        (1, 3, size, size))
-                return infer, "tensorrt", message, True
-            except Exception as e:  # noqa: BLE001 - fall back to onnxruntime under "auto"
-                if runtime == "tensorrt":
-                    raise
-                notes.append(f"TensorRT failed, onnxruntime used instead: {type(e).__name__}: {e}")
-        elif runtime == "tensorrt":
-            raise RuntimeError(message)
-        else:
-            notes.append(message.split(";")[0])
-    session = ort_session(onnx_model, list(providers) if providers else best_providers())
-    provider = session.get_providers()[0]
-    return (lambda x: run_session(session, x)), "onnxruntime", provider, provider != "CPUExecutionProvider"
-
-
 def _meter(energy: str, *, on_gpu: bool, device: str, tegrastats_cmd, idle_s: float, sample_hz: float):
-    from .measure.energy import NullEnergyMeter, energy_meter
+    from ..measure.energy import NullEnergyMeter, energy_meter
 
     if energy not in ENERGY_BACKENDS:
         raise ValueError(f"energy must be one of {ENERGY_BACKENDS}, got {energy!r}")
@@ -326,8 +219,8 @@ def run_benchmark(onnx_model: bytes, *, samples: int = DEFAULT_SAMPLES, size: in
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     notes: list[str] = []
-    infer, used, provider, on_gpu = _runner(bytes(onnx_model), runtime=runtime, providers=providers, fp16=fp16,
-                                            size=size, engine_cache=engine_cache, notes=notes, say=say)
+    infer, used, provider, on_gpu = open_runner(bytes(onnx_model), runtime=runtime, providers=providers, fp16=fp16,
+                                                size=size, engine_cache=engine_cache, notes=notes, say=say)
     jetson = jetson_model()
     dev = gpu_name() if on_gpu else cpu_name()
     device = f"{jetson}: {'GPU' if on_gpu else 'CPU'} {dev}" if jetson else dev
@@ -349,7 +242,7 @@ def run_benchmark(onnx_model: bytes, *, samples: int = DEFAULT_SAMPLES, size: in
 # ---- on a Ray node -----------------------------------------------------------------------------
 def _bench_task(onnx_model: bytes, options: dict[str, Any]) -> BenchResult:
     """The Ray task: `run_benchmark` there, stamped with the node it ran on."""
-    from . import ray_api as _ray
+    from .. import ray_api as _ray
 
     result = run_benchmark(onnx_model, **options)
     result.node_id = _ray.node_id()
@@ -369,7 +262,7 @@ def bench_on_node(onnx_model: bytes, *, resource: str = JETSON_RESOURCE, wait_s:
     """`run_benchmark` as a Ray task on the node carrying `resource` (the caller is connected
     to the cluster). Raises NoJetsonError when no node offers it within `wait_s`, and
     BenchTimeout (task cancelled) when the task has not returned after `timeout_s`."""
-    from . import ray_api as _ray
+    from .. import ray_api as _ray
 
     if not _ray.is_initialized():
         raise RuntimeError("not connected to a Ray cluster (srstudy._ray.connect(address) first)")
@@ -392,11 +285,37 @@ def bench_on_node(onnx_model: bytes, *, resource: str = JETSON_RESOURCE, wait_s:
                            "engine build or many --samples") from None
 
 
+def benchmark(onnx_model: bytes, *, on: str = "local", address: str = "auto", wait_s: float = 10.0,
+              timeout_s: float = 1800.0, say: Say = log.info, **options: Any) -> BenchResult:
+    """What `srstudy bench` runs: `run_benchmark` in this process (`on="local"`), or (`on="jetson"`)
+    joined to the Ray cluster at `address`, as a task on the node with the `jetson` resource
+    (`bench_on_node`), leaving the cluster afterwards. Raises ClusterError when the cluster
+    cannot be joined."""
+    if on == "local":
+        return run_benchmark(onnx_model, say=say, **options)
+    from .. import ray_api as _ray
+
+    try:
+        _ray.connect(address)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise ClusterError(f"cannot join the Ray cluster at --address {address}: {e}; start it (`ray up cluster.yaml`, "
+                           "or `ray start --head` here and the Jetson joining it) or pass --address host:port") from None
+    try:
+        return bench_on_node(onnx_model, wait_s=wait_s, timeout_s=timeout_s, say=say, **options)
+    finally:
+        _ray.shutdown()
+
+
+def default_prefix(on: str) -> str:
+    """The MLflow metric prefix of a benchmark: `edge_` on the Jetson, `bench_` here."""
+    return EDGE_PREFIX if on == "jetson" else LOCAL_PREFIX
+
+
 # ---- MLflow -----------------------------------------------------------------------------------
 def log_bench(result: BenchResult, tracking_uri: str, run_id: str, *, prefix: str = EDGE_PREFIX) -> dict[str, float]:
     """Metrics `<prefix>*` (only the measured ones) and tags on the run, the whole result as
     `edge/<prefix>bench.json` and the power trace as CSV. Returns the metrics logged."""
-    from .tracking import TrialRun
+    from ..tracking import TrialRun
 
     run = TrialRun(tracking_uri, run_id)
     metrics = result.metrics(prefix)
