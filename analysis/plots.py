@@ -54,7 +54,7 @@ def pairwise_front(result, path: str | Path | None = None, *, title: str | None 
                        label="knee", zorder=4)
         if len(front) <= annotate and "run_name" in front.columns:
             for _, r in front.iterrows():
-                ax.annotate(str(r["run_name"])[:10], (r[xm], r[ym]), textcoords="offset points", xytext=(4, 4),
+                ax.annotate(str(r["run_name"])[:24], (r[xm], r[ym]), textcoords="offset points", xytext=(4, 4),
                             fontsize=7, color="#333333")
         ax.set_xlabel(_label(xm, dirs[i]))
         ax.set_ylabel(_label(ym, dirs[j]))

@@ -20,6 +20,11 @@ log = logging.getLogger("srstudy.tracking")
 
 PARENT_TAG = "mlflow.parentRunId"
 GIT_TAG = "mlflow.source.git.commit"
+# What MLflow's own UI writes when a user picks the experiment's kind; MLflow 3 otherwise
+# guesses GenAI and opens a study's experiment on an empty traces page.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+TUNE_TRIAL_TAG = "tune_trial_id"
 
 
 def _client(tracking_uri: str):
@@ -29,21 +34,70 @@ def _client(tracking_uri: str):
 
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: str | Path | None = None) -> str:
-    """The id of experiment `name`, created (with artifacts under `artifact_root`) if absent."""
+    """The id of experiment `name`, created (with artifacts under `artifact_root`) if absent.
+
+    The experiment is tagged as a model-training one (`mlflow.experimentKind`), also when it
+    exists without the tag, so the MLflow browser shows its runs; a kind a user chose is kept.
+    """
     client = _client(tracking_uri)
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    location = Path(artifact_root).expanduser().resolve().as_uri() if artifact_root else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except Exception:  # created concurrently by another trial
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        location = Path(artifact_root).expanduser().resolve().as_uri() if artifact_root else None
+        try:
+            return client.create_experiment(name, artifact_location=location,
+                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+        except Exception:  # created concurrently by another trial
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    if EXPERIMENT_KIND_TAG not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return exp.experiment_id
+
+
+def browser_link(tracking_uri: str, run_id: str, base_url: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow browser's address of the runs of `run_id`'s experiment, on its model-training
+    page (`workflowType=machine_learning`: MLflow 3.x picks the page from the address or the
+    browser's last choice, not from the experiment's kind tag)."""
+    exp_id = _client(tracking_uri).get_run(run_id).info.experiment_id
+    return f"{base_url.rstrip('/')}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+
+
+# Short names for the settings a study searches: `student.rank=2, alpha=0.8, student.embed_dim=32,
+# student.n_groups=4` → "r2-a0.80-c32-g4" (C is the paper's embedding width).
+_SHORT = {"rank": "r", "alpha": "a", "embed_dim": "c", "n_groups": "g", "blocks_per_group": "b", "lr": "lr",
+          "d_state": "n", "expand": "e", "d_conv": "k", "lowrank_proj": "lp", "batch_size": "bs",
+          "patch_size": "p", "iterations": "it", "precision": "prec", "bank_patches": "bank"}
+
+
+def _short_key(path: list[str]) -> str:
+    last = path[-1]
+    return _SHORT.get(last) or "".join(w[0] for w in last.split("_") if w)
+
+
+def _short_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, float):
+        if v == 0 or 0.01 <= abs(v) < 1000:
+            return f"{v:.2f}"
+        return f"{v:.2g}"
+    return str(v)
+
+
+def trial_run_name(params: Mapping[str, Any]) -> str:
+    """A trial run's name from its searched settings, in search-space order, so runs can be
+    told apart in the MLflow browser: {"student.rank": 2, "alpha": 0.8, "student.embed_dim": 32,
+    "student.n_groups": 4} → "r2-a0.80-c32-g4". Two settings that would share a letter are
+    prefixed with their section's initials (`teacher.arch.rank` → "tar"). Not a unique id
+    (a sampler may repeat settings): the Tune trial id is the run's `tune_trial_id` tag."""
+    paths = [k.split(".") for k in params]
+    shorts = [_short_key(p) for p in paths]
+    shared = {s for s in shorts if shorts.count(s) > 1}
+    shorts = ["".join(part[0] for part in p[:-1]) + s if s in shared else s for p, s in zip(paths, shorts)]
+    return "-".join(s + _short_value(v) for s, v in zip(shorts, params.values())) or "trial"
 
 
 @functools.lru_cache(maxsize=1)

@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,7 @@ def run_trial(
     trial_dir: str | Path | None = None,
     parent_run_id: str | None = None,
     run_name: str | None = None,
+    run_tags: Mapping[str, str] | None = None,
     teacher_cache: str | Path | None = None,
     on_validate: Hook | None = None,
     on_checkpoint: Callable[[int, Path], None] | None = None,
@@ -111,7 +112,8 @@ def run_trial(
     """Run (or resume, or complete, or return the finished result of) one trial; see the
     module docstring.
 
-    Hooks, for the study launcher: `on_validate(it, {"val_psnr", "val_ssim", "iteration"})`
+    `run_name`, `run_tags`: the name and extra tags of a new MLflow run (the study launcher's
+    short name and Tune trial id). Hooks, for the study launcher: `on_validate(it, {"val_psnr", "val_ssim", "iteration"})`
     after each validation, `on_checkpoint(it, trial_dir)` after each checkpoint.
     `workdir`: the study folder (default `./srstudy-runs`).
     """
@@ -133,7 +135,7 @@ def run_trial(
     if record is None:
         run, student, record, resumed_from = _train_student(
             cfg, workdir=workdir, tracking_uri=tracking_uri, tdir=tdir, device=device, backend=backend,
-            parent_run_id=parent_run_id, run_name=run_name, teacher_cache=teacher_cache,
+            parent_run_id=parent_run_id, run_name=run_name, run_tags=run_tags, teacher_cache=teacher_cache,
             hooks=TrialHooks(on_validate, on_checkpoint, progress))
     else:  # trained before, but steps after training are missing: complete them into the same run
         log.info("trial in %s finished training; completing the missing step(s) %s into MLflow run %s",
@@ -177,8 +179,8 @@ def _trained_student(cfg: TrialConfig, tdir: Path, device: torch.device, backend
 
 
 def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, tdir: Path, device: torch.device,
-                   backend: str, parent_run_id: str | None, run_name: str | None, teacher_cache: str | Path | None,
-                   hooks: TrialHooks) -> tuple[TrialRun, DVMSR, dict[str, Any], int | None]:
+                   backend: str, parent_run_id: str | None, run_name: str | None, run_tags: Mapping[str, str] | None,
+                   teacher_cache: str | Path | None, hooks: TrialHooks) -> tuple[TrialRun, DVMSR, dict[str, Any], int | None]:
     """Teacher, then the student's training (resumed from its checkpoint); returns the run,
     the trained student, the trial's record and the iteration training resumed from."""
     # refused before any training (the teacher's too) when the student's step cannot fit
@@ -202,7 +204,7 @@ def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, td
     run_id = json.loads(run_file.read_text())["run_id"] if run_file.exists() else None
     run = TrialRun.start(tracking_uri=tracking_uri, experiment=cfg.experiment, run_id=run_id,
                          run_name=run_name, parent_run_id=parent_run_id, artifact_root=workdir.artifacts,
-                         tags={"role": "trial", "trial_dir": str(tdir)})
+                         tags={**(run_tags or {}), "role": "trial", "trial_dir": str(tdir)})
     if run_id is None:
         tmp = run_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"run_id": run.run_id}))

@@ -180,7 +180,7 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
     result = StudyResult(rows, objectives, parent_run_id=state["parent_run_id"], tracking_uri=tracking_uri,
                          wall_s=time.perf_counter() - t0)
     result.pareto = pareto_rows(rows, objectives)
-    _summarise(parent, result, workdir, orphans)
+    _summarise(parent, result, workdir, orphans, study, console)
     return result
 
 
@@ -213,11 +213,19 @@ def pareto_rows(rows: list[dict[str, Any]], objectives: list[Objective]) -> list
     return [r for r, keep in zip(done, mask) if keep]
 
 
-def _summarise(parent: TrialRun, result: StudyResult, workdir: StudyDir, orphans: int) -> None:
+def _summarise(parent: TrialRun, result: StudyResult, workdir: StudyDir, orphans: int, study: StudyConfig,
+               console: Console) -> None:
+    from srstudy.analysis.study_run import publish_front
+
     counts = {s: sum(r["status"] == s for r in result.rows) for s in ("done", "pruned", "skipped", "error")}
     parent.log_metrics({f"trials_{k}": v for k, v in counts.items()} | {
         "pareto_size": len(result.pareto), "study_wall_s": result.wall_s, "optuna_orphans_failed": orphans})
     out = workdir.trials_summary
     out.write_text(json.dumps({"rows": result.rows, "pareto": result.pareto}, indent=1, default=str))
     parent.log_artifact(out, "study")
+    try:  # the front, its plot and the study's description, on the study run; pareto_rank on trial runs
+        publish_front(result.tracking_uri, parent.run_id, objectives=result.objectives, constraints=study.constraints,
+                      search_space=study.model_dump(mode="json")["search_space"], trials=counts, study=study.name)
+    except Exception as e:  # noqa: BLE001 — every trial and run is kept; `srstudy pareto` ranks them again
+        console.print(f"[yellow]warning:[/] the front was not logged to the study run {parent.run_id}: {e}")
     parent.finish("FINISHED")

@@ -11,6 +11,7 @@ from typing import Any
 from .. import ray_api
 from ..config import StudyConfig
 from ..objectives import ANALYTIC_METRICS
+from ..tracking import TUNE_TRIAL_TAG, trial_run_name
 from ..workdir import StudyDir
 
 
@@ -53,7 +54,9 @@ def tune_trial(params: dict[str, Any], *, study_json: str, workdir: str, trackin
         ray_api.report({**base, **m, "iteration": it, "final": False, "mlflow_run_id": run_id()})
 
     result = run_trial(cfg, workdir=workdir, tracking_uri=tracking_uri, trial_dir=tdir,
-                       parent_run_id=parent_run_id, run_name=tid, teacher_cache=study_dir.teachers,
+                       parent_run_id=parent_run_id, teacher_cache=study_dir.teachers,
+                       run_name=trial_run_name({k: params[k] for k in study.search_space if k in params}),
+                       run_tags={TUNE_TRIAL_TAG: tid},
                        on_validate=on_validate)
     m = result.metrics
     final = {**base, **m, "iteration": cfg.iterations, "final": True, "mlflow_run_id": result.run_id}
