@@ -53,7 +53,7 @@ def tune_trial(params: dict[str, Any], *, study_json: str, workdir: str, trackin
         ray_api.report({**base, **m, "iteration": it, "final": False, "mlflow_run_id": run_id()})
 
     result = run_trial(cfg, workdir=workdir, tracking_uri=tracking_uri, trial_dir=tdir,
-                       parent_run_id=parent_run_id, run_name=tid, teacher_cache=study_dir.teachers,
+                       parent_run_id=parent_run_id, run_name=tid, trial_id=tid, teacher_cache=study_dir.teachers,
                        on_validate=on_validate)
     m = result.metrics
     final = {**base, **m, "iteration": cfg.iterations, "final": True, "mlflow_run_id": result.run_id}
