@@ -168,7 +168,8 @@ def test_launcher_logs_attribution_to_trial_runs_and_totals_to_the_parent(tmp_pa
     assert not [k for k in p.tags if k.startswith(ERROR_TAG_PREFIX)]
 
     # a trial whose run cannot take the metric: tagged on the parent; the other trial still gets its own
-    rows = [{"trial_id": "tune_a", "mlflow_run_id": "f" * 32}, {"trial_id": "tune_b", "mlflow_run_id": trials["tune_b"]}]
+    rows = [{"trial_id": "tune_a", "mlflow_run_id": "f" * 32},
+            {"trial_id": "tune_b", "mlflow_run_id": trials["tune_b"]}]
     energy.log_results(rows, uri)
     assert "gpu_energy_attributed_j" in rows[1] and "gpu_energy_attributed_j" not in rows[0]
     assert client.get_run(parent.run_id).data.tags[ERROR_TAG_PREFIX + "trial_tune_a"]
