@@ -19,11 +19,16 @@
      `alone_gpu_energy_j` (the same configuration alone).
 
     python benchmarks/energy_attribution.py --workdir /tmp/ea \
-        --out benchmarks/results/energy_attribution_h200.json
+        --out benchmarks/results/energy_attribution_h200.json \
+        [--set 'trial.data.train=[/tmp/small/T91]' --set 'trial.data.val=[/tmp/small/Set5]']
 
-It needs the hooks of docs/energy_attribution.md in the trial loop and the launcher; without
-them it stops and names what is missing. The arithmetic (`summarise`, `trial_row`,
-`max_concurrent`) is tested on CPU in tests/test_energy_window.py.
+`--set key=value` overrides the study config (keys as in `srstudy launch --set`); image
+folders given this way replace the bundled photos, which need scikit-image. The config is
+checked first (a bad `--set` is a one-line error), then a CUDA GPU with NVML is required.
+If the study ran but a trial's run or the workdir lacks what the hooks of
+docs/energy_attribution.md produce, it stops and names what is missing. The arithmetic
+(`summarise`, `trial_row`, `max_concurrent`, `missing_hooks`) is tested on CPU in
+tests/test_energy_window.py and tests/test_energy_wiring.py.
 """
 from __future__ import annotations
 
@@ -129,11 +134,22 @@ def missing_hooks(study_dir: Path, run_metrics: dict[str, float]) -> list[str]:
 # --------------------------------------------------------------------------- the run (GPU)
 
 
-def main() -> None:  # pragma: no cover - needs a GPU and the hooks
+def gpu_missing() -> str | None:
+    """Why this machine cannot run the benchmark (no CUDA GPU, no NVML), None when it can."""
+    import torch
+
+    from srstudy.measure.nvml import open_nvml
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible (torch.cuda.is_available() is False)"
+    return open_nvml()[1]
+
+
+def main() -> None:  # pragma: no cover - needs a GPU
     import torch
     from mlflow import MlflowClient
 
-    from srstudy.config import load_study_config
+    from srstudy.config import ConfigError, load_study_config
     from srstudy.launch import launch
     from srstudy.measure.attribution import load_trial_pids, read_samples
     from srstudy.measure.study_session import study_results
@@ -144,13 +160,17 @@ def main() -> None:  # pragma: no cover - needs a GPU and the hooks
     ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="study YAML")
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="study override key=value")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="study override key=value, e.g. 'trial.data.train=[/data/T91]' (repeatable)")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("energy_attribution needs a CUDA GPU (NVML energy counter); none is visible")
     work = Path(args.workdir).resolve()
     study_dir = work / "study"
-    study = load_study_config(args.config, args.overrides + [f"workdir={study_dir}"])
+    try:
+        study = load_study_config(args.config, args.overrides + [f"workdir={study_dir}"])
+    except ConfigError as err:
+        raise SystemExit(f"energy_attribution: {err}") from None
+    if reason := gpu_missing():
+        raise SystemExit(f"energy_attribution needs a CUDA GPU with NVML's energy counter: {reason}")
     if study.max_concurrent < 4 or not 0 < study.resources.gpu <= 0.25:
         raise SystemExit(f"the study must run >= 4 trials on one GPU at once: max_concurrent={study.max_concurrent} "
                          f"(need >= 4) and resources.gpu={study.resources.gpu} (need <= 0.25)")

@@ -143,6 +143,16 @@ class LatencyConfig(_Model):
     warmup: int = Field(10, ge=0)
 
 
+class EnergyWindowConfig(_Model):
+    """When a trial on a GPU measures its energy per iteration alone (the exclusive window of
+    docs/energy_attribution.md): after `start_fraction` of its iterations (warm-up), for at
+    least `min_iterations` iterations and `min_seconds` seconds. Short studies lower `min_seconds`."""
+
+    min_iterations: int = Field(20, ge=1, description="iterations the window runs at least")
+    min_seconds: float = Field(5.0, ge=0, description="seconds the window runs at least")
+    start_fraction: float = Field(0.1, ge=0, lt=1, description="share of the trial's iterations before the window")
+
+
 class TrialConfig(_Model):
     """One distillation trial. Field defaults = MambaLiteSR's recipe, sized for a GPU (the
     embedded CPU-sized default trial is `load_trial_config(None)`)."""
@@ -165,6 +175,7 @@ class TrialConfig(_Model):
     data: DataConfig = Field(default_factory=DataConfig)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     energy_sample_hz: float = Field(10.0, gt=0)
+    energy_window: EnergyWindowConfig = Field(default_factory=EnergyWindowConfig)
     prefetch_batches: int | None = Field(
         None, ge=0, description="batches built ahead in a background thread; None: 2 on CUDA, 0 on CPU")
 
@@ -176,8 +187,9 @@ class TrialConfig(_Model):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
         return v
 
-    def identity(self, *, exclude: tuple[str, ...] = ("device", "prefetch_batches")) -> str:
-        """A stable hash of everything that changes the result (for resume folders)."""
+    def identity(self, *, exclude: tuple[str, ...] = ("device", "prefetch_batches", "energy_window")) -> str:
+        """A stable hash of everything that changes the result (for resume folders); how
+        energy is measured (`energy_window`) changes no result and is left out."""
         payload = self.model_dump(mode="json", exclude=set(exclude))
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -321,8 +333,10 @@ class StudyConfig(_Model):
         return items
 
     def identity(self) -> str:
-        """Hash of the whole study config (a resumed study must match it)."""
-        payload = self.model_dump(mode="json", exclude={"workdir", "tracking_uri"})
+        """Hash of the whole study config (a resumed study must match it); how energy is
+        measured (`trial.energy_window`) changes no result and is left out."""
+        payload = self.model_dump(mode="json", exclude={"workdir": True, "tracking_uri": True,
+                                                        "trial": {"energy_window"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def trial_config(self, params: dict[str, Any]) -> TrialConfig:

@@ -55,6 +55,8 @@ def test_tiny_trial_logs_params_metrics_artifacts_and_no_energy(tmp_path):
     # never invented: no GPU here, so no energy metric at all, and a tag says why
     assert not [k for k in m if "energy" in k or k.startswith("gpu_")]  # no GPU memory either
     assert "cpu" in run.data.tags["energy_unavailable_reason"]
+    assert "energy_method" not in run.data.tags  # no GPU energy session on CPU: no lock, no PID registration
+    assert not (workdir / "locks").exists() and not (workdir / "trial_pids").exists()
     assert run.data.tags["scan_backend"] == "chunked" and run.data.tags["device"] == "cpu"
     arts = set()
     for top in client.list_artifacts(run.info.run_id):

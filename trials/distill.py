@@ -17,7 +17,9 @@ the `post_training_failures` tag).
 
 Energy covers the training iterations this process ran (`energy_iterations` tag): after a
 resume the iterations before the crash are not re-measured, and the per-iteration figure
-stays honest.
+stays honest. On a GPU the trial holds its energy session (`gpu_energy`: the GPU's shared
+lock, an exclusive measuring window inside the training, inference energy under the same
+lock) from just after its device is known until its last GPU work is done.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from typing import Any
 import torch
 
 from srstudy.config import TrialConfig, flatten
-from srstudy.measure.energy import EnergyResult, energy_meter
+from srstudy.measure.energy import EnergyResult
 from srstudy.measure.evaluate import evaluate_set, model_upscaler
 from srstudy.measure.inference import resolve_device
 from srstudy.models.dvmsr import DVMSR
@@ -42,6 +44,7 @@ from srstudy.tracking import TrialRun
 from srstudy.workdir import StudyDir
 
 from . import inputs
+from .gpu_energy import TrialGpu, training_energy, trial_gpu, whole_run_meter
 from .loop import CHECKPOINT_NAME, LoopSpec, LoopState, load_training_checkpoint, train
 from .memory import check_fits, student_estimate
 from .scoring import RESULT_FILE, AfterTraining, new_record, read_record, write_record
@@ -104,6 +107,7 @@ def run_trial(
     parent_run_id: str | None = None,
     run_name: str | None = None,
     run_tags: Mapping[str, str] | None = None,
+    trial_id: str | None = None,
     teacher_cache: str | Path | None = None,
     on_validate: Hook | None = None,
     on_checkpoint: Callable[[int, Path], None] | None = None,
@@ -115,7 +119,9 @@ def run_trial(
     `run_name`, `run_tags`: the name and extra tags of a new MLflow run (the study launcher's
     short name and Tune trial id). Hooks, for the study launcher: `on_validate(it, {"val_psnr", "val_ssim", "iteration"})`
     after each validation, `on_checkpoint(it, trial_dir)` after each checkpoint.
-    `workdir`: the study folder (default `./srstudy-runs`).
+    `workdir`: the study folder (default `./srstudy-runs`). `trial_id`: the launcher's id of
+    the trial (Tune's trial id), which keys the study's energy attribution; default `run_name`,
+    else the trial folder's name.
     """
     wall0 = time.perf_counter()
     workdir = StudyDir(workdir)
@@ -132,32 +138,34 @@ def run_trial(
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     backend = resolve_backend(cfg.scan_backend, device)
-    if record is None:
-        run, student, record, resumed_from = _train_student(
-            cfg, workdir=workdir, tracking_uri=tracking_uri, tdir=tdir, device=device, backend=backend,
-            parent_run_id=parent_run_id, run_name=run_name, run_tags=run_tags, teacher_cache=teacher_cache,
-            hooks=TrialHooks(on_validate, on_checkpoint, progress))
-    else:  # trained before, but steps after training are missing: complete them into the same run
-        log.info("trial in %s finished training; completing the missing step(s) %s into MLflow run %s",
-                 tdir, ", ".join(record["missing_steps"]), record["run_id"])
-        student = _trained_student(cfg, tdir, device, backend)
-        run = TrialRun.start(tracking_uri=tracking_uri, experiment=cfg.experiment, run_id=record["run_id"])
-        resumed_from = cfg.iterations
-    trained_here = resumed_from != cfg.iterations
-    try:
-        write_record(tdir, record)
-        missing = AfterTraining(cfg=cfg, run=run, student=student, device=device, trial_dir=tdir, record=record,
-                                rerun=not trained_here).run_missing()
-        if trained_here:  # the whole trial ran in this process: its wall time means something
-            record["metrics"]["wall_time_s"] = time.perf_counter() - wall0
+    with trial_gpu(device, workdir, trial_id or run_name or tdir.name, cfg) as gpu:  # until the last GPU work
+        if record is None:
+            run, student, record, resumed_from = _train_student(
+                cfg, workdir=workdir, tracking_uri=tracking_uri, tdir=tdir, device=device, backend=backend,
+                parent_run_id=parent_run_id, run_name=run_name, run_tags=run_tags, teacher_cache=teacher_cache,
+                hooks=TrialHooks(on_validate, on_checkpoint, progress), gpu=gpu)
+        else:  # trained before, but steps after training are missing: complete them into the same run
+            log.info("trial in %s finished training; completing the missing step(s) %s into MLflow run %s",
+                     tdir, ", ".join(record["missing_steps"]), record["run_id"])
+            student = _trained_student(cfg, tdir, device, backend)
+            run = TrialRun.start(tracking_uri=tracking_uri, experiment=cfg.experiment, run_id=record["run_id"])
+            resumed_from = cfg.iterations
+        trained_here = resumed_from != cfg.iterations
+        try:
             write_record(tdir, record)
-            try:
-                run.log_metrics({"wall_time_s": record["metrics"]["wall_time_s"]}, step=cfg.iterations)
-            except Exception as e:  # noqa: BLE001 — it is in the record
-                log.warning("wall_time_s not logged to MLflow run %s (%s); it is in %s", run.run_id, e, RESULT_FILE)
-    except BaseException:
-        run.finish("KILLED")  # trained: never FAILED; the record lists what a re-run completes
-        raise
+            missing = AfterTraining(cfg=cfg, run=run, student=student, device=device, trial_dir=tdir, record=record,
+                                    rerun=not trained_here, gpu_session=gpu.session).run_missing()
+            if trained_here:  # the whole trial ran in this process: its wall time means something
+                record["metrics"]["wall_time_s"] = time.perf_counter() - wall0
+                write_record(tdir, record)
+                try:
+                    run.log_metrics({"wall_time_s": record["metrics"]["wall_time_s"]}, step=cfg.iterations)
+                except Exception as e:  # noqa: BLE001 — it is in the record
+                    log.warning("wall_time_s not logged to MLflow run %s (%s); it is in %s", run.run_id, e,
+                                RESULT_FILE)
+        except BaseException:
+            run.finish("KILLED")  # trained: never FAILED; the record lists what a re-run completes
+            raise
     run.finish("FINISHED")
     return TrialResult(run.run_id, record["metrics"], tdir, resumed_from or None, missing)
 
@@ -180,7 +188,8 @@ def _trained_student(cfg: TrialConfig, tdir: Path, device: torch.device, backend
 
 def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, tdir: Path, device: torch.device,
                    backend: str, parent_run_id: str | None, run_name: str | None, run_tags: Mapping[str, str] | None,
-                   teacher_cache: str | Path | None, hooks: TrialHooks) -> tuple[TrialRun, DVMSR, dict[str, Any], int | None]:
+                   teacher_cache: str | Path | None,
+                   hooks: TrialHooks, gpu: TrialGpu) -> tuple[TrialRun, DVMSR, dict[str, Any], int | None]:
     """Teacher, then the student's training (resumed from its checkpoint); returns the run,
     the trained student, the trial's record and the iteration training resumed from."""
     # refused before any training (the teacher's too) when the student's step cannot fit
@@ -214,7 +223,7 @@ def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, td
     try:
         record = _train_and_measure(cfg, run, student=student, optimizer=optimizer, state=state, teacher=teacher,
                                     images=images, device=device, backend=backend, tdir=tdir,
-                                    teacher_dir=teacher_dir, hooks=hooks)
+                                    teacher_dir=teacher_dir, hooks=hooks, gpu=gpu)
     except KeyboardInterrupt:
         run.finish("KILLED")  # resumable: the next start reopens this run
         raise
@@ -226,7 +235,8 @@ def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, td
 
 def _train_and_measure(cfg: TrialConfig, run: TrialRun, *, student: DVMSR, optimizer: torch.optim.Optimizer,
                        state: LoopState, teacher: Teacher | None, images: inputs.Images, device: torch.device,
-                       backend: str, tdir: Path, teacher_dir: Path, hooks: TrialHooks) -> dict[str, Any]:
+                       backend: str, tdir: Path, teacher_dir: Path, hooks: TrialHooks,
+                       gpu: TrialGpu) -> dict[str, Any]:
     """Train the student; returns the trial's record (what training measured, every step
     after training still to run)."""
     run.log_params(flatten(cfg.model_dump(mode="json")))
@@ -276,13 +286,16 @@ def _train_and_measure(cfg: TrialConfig, run: TrialRun, *, student: DVMSR, optim
     start_it = state.iteration
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    if gpu.session is not None:
+        gpu.session.set_start_iteration(start_it)
     t0 = time.perf_counter()
-    with energy_meter(device=device, sample_hz=cfg.energy_sample_hz) as meter:
+    with whole_run_meter(device, cfg, gpu) as meter:
         train(student, data, spec, device=device, teacher=teacher.model if teacher and not bank else None, bank=bank,
               checkpoint_path=tdir / CHECKPOINT_NAME, state=state, optimizer=optimizer,
               on_log=lambda it, m: run.log_metrics(m, step=it), on_validate=validate,
               on_checkpoint=(lambda it: hooks.on_checkpoint(it, tdir)) if hooks.on_checkpoint else None,
-              progress=(lambda it: hooks.progress(it, cfg.iterations)) if hooks.progress else None)
+              progress=(lambda it: hooks.progress(it, cfg.iterations)) if hooks.progress else None,
+              gpu_session=gpu.session)
     train_s = time.perf_counter() - t0
     ran = cfg.iterations - start_it
     if last_val.get("_at") != cfg.iterations:  # resumed from the final checkpoint: score it now
@@ -296,8 +309,9 @@ def _train_and_measure(cfg: TrialConfig, run: TrialRun, *, student: DVMSR, optim
     if ran:
         metrics["iterations_per_s"] = ran / train_s
     metrics.update(_peak_gpu_memory(device))
-    metrics.update(energy.metrics(iterations=ran or None))
+    energy_metrics, energy_tags = training_energy(gpu, energy, ran)
+    metrics.update(energy_metrics)
     final = {k: v for k, v in metrics.items() if k not in static and k not in last_val}  # not logged yet
-    tags = {**energy.tags(), "energy_iterations": ran, "resumed_from": start_it or None}
+    tags = {**energy_tags, "energy_iterations": ran, "resumed_from": start_it or None}
     return new_record(run.run_id, metrics, final_metrics=final, final_tags=tags, energy=energy)
 

@@ -118,6 +118,7 @@ def train(
     on_checkpoint: Callable[[int], None] | None = None,
     progress: Callable[[int], None] | None = None,
     bank=None,
+    gpu_session=None,
 ) -> LoopState:
     """Train `model` from `state.iteration` to `spec.iterations`; returns the final state.
 
@@ -127,6 +128,10 @@ def train(
     `on_log(it, {"train_loss": …, "lr": …})` every `log_interval` iterations,
     `on_validate(it)` every `val_interval` and at the end, `on_checkpoint(it)` after each
     checkpoint is written (every `checkpoint_interval` and at the end).
+
+    `gpu_session` (a `srstudy.measure.trial_session.TrialEnergySession`, on a GPU): its
+    exclusive energy window runs inside this loop; it pauses before validation and checkpoints,
+    and between windows the loop steps aside for other trials' windows.
     """
     state = state or LoopState()
     model.to(device).train()
@@ -139,6 +144,8 @@ def train(
     with contextlib.ExitStack() as stack:
         batch_of = _batch_source(dataset, spec, device, start=it, stack=stack, bank=bank)
         while it < spec.iterations:
+            if gpu_session is not None:
+                gpu_session.before_iteration(it)  # opens the exclusive window when due
             lr_now = lr_at(it, spec.base_lr, spec.milestones, spec.gamma)
             for group in optimizer.param_groups:
                 group["lr"] = lr_now
@@ -159,6 +166,9 @@ def train(
             it += 1
             state.iteration = it
             losses.append(loss.detach())
+            if gpu_session is not None:
+                gpu_session.after_iteration(it - 1, boundary=it % spec.val_interval == 0
+                                            or it % spec.checkpoint_interval == 0)
             if progress is not None:
                 progress(it)
             if on_log is not None and (it % spec.log_interval == 0 or it == spec.iterations):

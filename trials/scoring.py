@@ -7,7 +7,8 @@ nothing. The steps run in this order, each on its own:
     student           student.pth + student_config.json → MLflow artifacts
     benchmarks        PSNR / SSIM on each of data.benchmark_sets
     latency           latency_ms, latency_p90_ms
-    inference_energy  GPU joules per image (absent on CPU: nothing measured)
+    inference_energy  GPU joules per image (absent on CPU: nothing measured); with the trial's
+                      energy session, measured with the GPU alone (its exclusive lock)
     energy_trace      the training's power trace, CSV + PNG (absent without a trace)
     sample_image      LR | SR | HR of the first validation image
 
@@ -20,6 +21,9 @@ The trial's record (`result.json`: run id, metrics, `missing_steps`) is written 
 first step and rewritten after each, so a failure — or a crash — leaves a record that the
 next start of the same trial (same config, same workdir) reads to complete the missing
 steps into the same MLflow run.
+
+With a GPU energy session (`gpu_energy`), the trial still holds the GPU's shared lock here:
+between steps (and benchmark sets) it lets other trials' exclusive windows in.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ from srstudy.models.dvmsr import save_checkpoint
 from srstudy.tracking import TrialRun
 
 from . import inputs
+from .gpu_energy import inference_energy
 from .loop import measure_latency
 
 log = logging.getLogger("srstudy.trial")
@@ -107,6 +112,12 @@ class AfterTraining:
     trial_dir: Path
     record: dict[str, Any]
     rerun: bool = False  # completing the steps a previous start left missing
+    gpu_session: Any = None  # the trial's TrialEnergySession on a GPU (None on CPU)
+
+    def yield_gpu(self) -> None:
+        """Between two pieces of GPU work: let another trial's exclusive energy window in."""
+        if self.gpu_session is not None:
+            self.gpu_session.yield_point()
 
     @property
     def art(self) -> Path:
@@ -120,6 +131,7 @@ class AfterTraining:
         for step in STEPS:
             if step not in missing:
                 continue
+            self.yield_gpu()
             if step in ARTIFACT_STEPS and "final_metrics" in missing:
                 missing[step] = "not run: waits for final_metrics (metrics are logged before artifacts)"
                 continue
@@ -188,6 +200,7 @@ def _benchmarks(ctx: AfterTraining) -> dict[str, float]:
     up = model_upscaler(ctx.student, scale=ctx.cfg.scale, device=ctx.device)
     out: dict[str, float] = {}
     for bench in inputs.benchmark_sets(ctx.cfg.data, scale=ctx.cfg.scale):
+        ctx.yield_gpu()
         res = evaluate_set(up, bench)
         out[f"{bench.name}_psnr"], out[f"{bench.name}_ssim"] = res["psnr"], res["ssim"]
     return out
@@ -202,7 +215,15 @@ def _latency(ctx: AfterTraining) -> dict[str, float]:
 
 
 def _inference_energy(ctx: AfterTraining, seconds: float = 1.0) -> dict[str, float]:
-    """GPU energy per batch-1 inference, from a loop of at least `seconds` (absent on CPU)."""
+    """GPU energy per batch-1 inference, from a loop of at least `seconds` (absent on CPU).
+
+    With the trial's energy session: measured with the GPU alone (the tag
+    `inference_energy_unavailable_reason` says why when it could not be)."""
+    if ctx.gpu_session is not None:
+        x = torch.rand(1, 3, ctx.cfg.latency.height, ctx.cfg.latency.width, device=ctx.device)
+        metrics, tags = inference_energy(ctx.gpu_session, ctx.student, x)
+        ctx.run.set_tags(tags)
+        return metrics
     meter = energy_meter(device=ctx.device, sample_hz=ctx.cfg.energy_sample_hz)
     if meter.source == "none":
         return {}

@@ -18,9 +18,14 @@ with the Optuna study from its storage; finished trials are kept, unfinished one
 continue from their own checkpoints (`<workdir>/trials/<trial id>`) into the same MLflow runs.
 One launcher at a time: `<workdir>/launch.lock` (see `srstudy.workdir`) is held throughout.
 
+GPU energy (docs/energy_attribution.md; `energy`): on a study that requests GPUs, the launcher
+takes each GPU's idle baseline before any GPU work, samples the GPUs while the trials run and
+logs each trial's share of the measured energy (`gpu_energy_attributed_j`) and the study's
+totals; a failure of this accounting is a tag on the study's run, never a failed study.
+
 The package: this module (`launch`, `StudyResult`, `StudyExistsError`: the public entry),
-`search` (the Optuna glue), `trainable` (`tune_trial`, what Tune runs per trial) and
-`progress` (the live table, the failed-trial summary).
+`search` (the Optuna glue), `trainable` (`tune_trial`, what Tune runs per trial),
+`progress` (the live table, the failed-trial summary) and `energy` (the GPU energy accounting).
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from ..config import StudyConfig, flatten
 from ..objectives import Objective, measurable_here
 from ..tracking import TrialRun
 from ..workdir import StudyDir
+from .energy import open_study_energy
 from .progress import StudyProgress, trial_error
 from .search import reconcile_optuna, study_searcher
 from .trainable import tune_trial
@@ -143,8 +149,10 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
         ray_api.connect(address)
     else:
         ray_api.init_local()
+    energy = None
     try:
         _check_resources(study)
+        energy = open_study_energy(study, workdir, parent)  # idle baselines: before any GPU work
         _prepare_teacher(study, workdir)
         trainable = ray_api.with_resources(
             ray_api.with_parameters(tune_trial, study_json=study.model_dump_json(), workdir=str(workdir),
@@ -172,10 +180,16 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
                     name=study.name, storage_path=str(workdir.ray_results), verbose=0,
                     callbacks=[progress], failure_config=ray_api.FailureConfig(max_failures=1)),
             )
+        if energy is not None:
+            energy.start()
         grid = tuner.fit()
         rows = _rows(grid, study, obj_names)
     finally:
+        if energy is not None:
+            energy.stop()
         ray_api.shutdown()
+    if energy is not None:  # each trial's gpu_energy_attributed_j, the study's totals
+        energy.log_results(rows, tracking_uri)
     orphans = reconcile_optuna(storage_url, study.name)
     result = StudyResult(rows, objectives, parent_run_id=state["parent_run_id"], tracking_uri=tracking_uri,
                          wall_s=time.perf_counter() - t0)

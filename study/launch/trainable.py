@@ -54,7 +54,7 @@ def tune_trial(params: dict[str, Any], *, study_json: str, workdir: str, trackin
         ray_api.report({**base, **m, "iteration": it, "final": False, "mlflow_run_id": run_id()})
 
     result = run_trial(cfg, workdir=workdir, tracking_uri=tracking_uri, trial_dir=tdir,
-                       parent_run_id=parent_run_id, teacher_cache=study_dir.teachers,
+                       parent_run_id=parent_run_id, trial_id=tid, teacher_cache=study_dir.teachers,
                        run_name=trial_run_name({k: params[k] for k in study.search_space if k in params}),
                        run_tags={TUNE_TRIAL_TAG: tid},
                        on_validate=on_validate)

@@ -53,8 +53,7 @@ class TrialEnergySession:
         self.synchronize, self.settings = synchronize, settings or WindowSettings()
         self.uuid = api.uuid(handle)
         self.total_iterations = total_iterations
-        span = total_iterations - start_iteration
-        self.window_start = start_iteration + int(span * self.settings.start_fraction)
+        self.set_start_iteration(start_iteration)
         self.lock: GpuLock | None = None
         self.hold = None
         self._window: ExclusiveWindow | None = None
@@ -73,6 +72,12 @@ class TrialEnergySession:
         api = NvmlApi()
         return cls(workdir, trial, api, nvml_handle_for(device, api),
                    synchronize=lambda: torch.cuda.synchronize(device), **kwargs)
+
+    def set_start_iteration(self, start_iteration: int) -> None:
+        """Where training starts (a resumed trial learns it from its checkpoint after the session
+        opened): the window opens after ``start_fraction`` of the iterations left."""
+        span = self.total_iterations - start_iteration
+        self.window_start = start_iteration + int(span * self.settings.start_fraction)
 
     # ---------------------------------------------------------------- lifecycle
 
