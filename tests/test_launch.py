@@ -152,6 +152,15 @@ def _descendants_and_self(pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
+def _finished(trial_dir: Path) -> bool:
+    """Whether a trial has finished: its record lists no missing step (the record is written
+    when training ends, before the steps after training run, and rewritten after each)."""
+    try:
+        return not json.loads((trial_dir / "result.json").read_text())["missing_steps"]
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def test_kill_9_of_launcher_and_ray_then_resume_loses_nothing(tmp_path):
     cfg_path = tiny_study(tmp_path, num_samples=4, **{"trial.iterations": 30, "asha.enabled": False})
     study = load_study_config(cfg_path)
@@ -164,7 +173,7 @@ def test_kill_9_of_launcher_and_ray_then_resume_loses_nothing(tmp_path):
         deadline = time.time() + 400
         while time.time() < deadline:
             trials = list((workdir / "trials").glob("*")) if (workdir / "trials").exists() else []
-            done = [t for t in trials if (t / "result.json").exists()]
+            done = [t for t in trials if _finished(t)]
             midway = [t for t in trials if (t / "checkpoint.pth").exists() and not (t / "result.json").exists()]
             if done and midway:
                 break
