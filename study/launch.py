@@ -229,6 +229,18 @@ def _reconcile_optuna(storage_url: str, name: str) -> int:
     return n
 
 
+def _name_objectives(storage_url: str, name: str, metrics: list[str]) -> None:
+    """Name the Optuna study's objectives after their metrics, so Optuna Dashboard shows
+    `val_psnr`, `params`, … instead of "Objective 0", "Objective 1", …"""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # set_metric_names: experimental
+        optuna.load_study(study_name=name, storage=storage_url).set_metric_names(metrics)
+
+
 def launch(study: StudyConfig, *, resume: bool = False, address: str | None = None,
            console: Console | None = None) -> StudyResult:
     """Run (or resume) a study to `num_samples` finished trials; see the module docstring.
@@ -323,6 +335,7 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
     finally:
         _ray.shutdown()
     orphans = _reconcile_optuna(storage_url, study.name)
+    _name_objectives(storage_url, study.name, obj_names)
     result = StudyResult(rows, objectives, parent_run_id=state["parent_run_id"], tracking_uri=tracking_uri,
                          wall_s=time.perf_counter() - t0)
     result.pareto = pareto_rows(rows, objectives)

@@ -1,7 +1,8 @@
 """What a user sees of a study in the MLflow browser, read through the REST API the browser
 itself calls, from a real `mlflow server` on 127.0.0.1 over a tiny real study's sqlite store:
 the experiment's kind tag (so the browser opens on the runs), trial runs named by their
-settings under the study run, the Tune trial id, the study run's description and its front."""
+settings under the study run, the Tune trial id, the study run's description and its front
+(and the objectives' names in the Optuna study, for Optuna Dashboard)."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow import MlflowClient
 
@@ -199,6 +201,9 @@ def test_the_browser_finds_named_trials_under_the_study_run_and_its_front(served
     assert {t["info"]["run_id"] for t in _search(server, exp["experiment_id"], FRONT_FILTER)} == front_ids
     assert sum(r["knee"] for r in front["front"]) == 1 and front["objectives"][0] == "val_psnr:max"
     knee = next(r for r in front["front"] if r["knee"])
+    # the same objectives are named in the Optuna study (what Optuna Dashboard shows)
+    ot = optuna.load_study(study_name="tiny-browser", storage=f"sqlite:///{study / 'optuna.db'}")
+    assert ot.metric_names == [o.split(":")[0] for o in state["objectives"]] == ["val_psnr", "params", "latency_ms"]
     assert f"**Knee** (the front's balanced choice): `{knee['run_name']}`" in note
     assert f"srstudy export --run-id {knee['run_id']}" in note
     assert {r["run_name"] for r in front["front"]} <= {t["info"]["run_name"] for t in trials}
