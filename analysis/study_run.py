@@ -34,7 +34,6 @@ from .load import load_runs, resolve_source, tag_ranks
 FRONT_DIR = "front"
 NOTE_TAG = "mlflow.note.content"
 FRONT_FILTER = "tags.pareto_rank = '0'"
-TRIALS_FILTER = "tags.role = 'trial'"
 
 
 @dataclass
