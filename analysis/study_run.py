@@ -34,7 +34,6 @@ from .load import load_runs, resolve_source, tag_ranks
 FRONT_DIR = "front"
 NOTE_TAG = "mlflow.note.content"
 FRONT_FILTER = "tags.pareto_rank = '0'"
-TRIALS_FILTER = "tags.role = 'trial'"
 
 
 @dataclass
@@ -89,26 +88,28 @@ def front_table(result: FrontResult, runs: pd.DataFrame, settings: Sequence[str]
 def study_note(*, study: str, space: Mapping[str, str], objectives: Sequence[Objective],
                constraints: Sequence[Constraint], trials: Mapping[str, int], table: pd.DataFrame | None,
                result: FrontResult | None, left_out: Sequence[str]) -> str:
-    """The study run's description (Markdown, as MLflow shows it on the run's page)."""
+    """The study run's description (Markdown, as MLflow shows it on the run's page): the
+    answer first (the knee and the front), then what the study searched."""
     counted = ", ".join(f"{n} {what}" for what, n in trials.items() if n) or "none ran"
-    lines = [f"**Study `{study}`**: {sum(trials.values())} trials ({counted}), a multi-objective search over",
-             "", "| setting | searched |", "|---|---|", *[f"| `{k}` | {v} |" for k, v in space.items()], "",
-             "Objectives: " + ", ".join(f"`{o.metric}` ({'↑' if o.direction == 'max' else '↓'})" for o in objectives)
-             + (". Constraints: " + ", ".join(f"`{c}`" for c in constraints) if constraints else "") + "."]
-    lines += [f"Left out: {why}." for why in left_out]
+    lines = [f"**Study `{study}`**: {sum(trials.values())} trials ({counted})."]
     if table is None or not len(table):
         lines += ["", "**No front**: no trial finished with every objective measured."]
-        return "\n".join(lines)
-    knee = table.iloc[0]
-    lines += ["", f"**Front: {len(table)} trial(s)** — tagged `pareto_rank` = 0: filter the runs with "
-              f"`{FRONT_FILTER}`. Table and plot: artifacts `{FRONT_DIR}/front.csv`, `{FRONT_DIR}/front.json`, "
-              f"`{FRONT_DIR}/pareto_front.png` of this run.", "",
-              f"**Knee** (the front's balanced choice, ★): `{knee['run_name']}`: "
-              + ", ".join(f"{m} {fmt(knee[m])}" for m in result.metrics)
-              + f"; export it with `srstudy export --run-id {knee['run_id']} --out DIR`.", "",
-              "| trial | " + " | ".join(result.metrics) + " |", "|---|" + "---|" * len(result.metrics)]
-    lines += [f"| `{r['run_name']}`{' ★' if r['knee'] else ''} | " + " | ".join(fmt(r[m]) for m in result.metrics)
-              + " |" for _, r in table.iterrows()]
+    else:
+        knee = table.iloc[0]
+        lines += ["", f"**Knee** (the front's balanced choice): `{knee['run_name']}`: "
+                  + ", ".join(f"{m} {fmt(knee[m])}" for m in result.metrics)
+                  + f"; export it with `srstudy export --run-id {knee['run_id']} --out DIR`.", "",
+                  f"**Front: {len(table)} trial(s)**, tagged `pareto_rank` = 0 (search the runs with "
+                  f"`{FRONT_FILTER}`); table and plot in this run's artifacts `{FRONT_DIR}/front.csv`, "
+                  f"`{FRONT_DIR}/front.json`, `{FRONT_DIR}/pareto_front.png`.", "",
+                  "| trial | " + " | ".join(result.metrics) + " |", "|---|" + "---|" * len(result.metrics)]
+        lines += [f"| `{r['run_name']}`{' ★' if r['knee'] else ''} | "
+                  + " | ".join(fmt(r[m]) for m in result.metrics) + " |" for _, r in table.iterrows()]
+    lines += ["", "**Searched** (multi-objective):", "", "| setting | range |", "|---|---|",
+              *[f"| `{k}` | {v} |" for k, v in space.items()], "",
+              "Objectives: " + ", ".join(f"`{o.metric}` ({'↑' if o.direction == 'max' else '↓'})" for o in objectives)
+              + (". Constraints: " + ", ".join(f"`{c}`" for c in constraints) if constraints else "") + "."]
+    lines += [f"Left out: {why}." for why in left_out]
     return "\n".join(lines)
 
 

@@ -221,10 +221,13 @@ def launch_command(
     counts = {s: sum(r["status"] == s for r in result.rows) for s in ("done", "pruned", "skipped", "error")}
     print(f"trials: {counts}; wall time {result.wall_s:.0f} s")
     store = result.tracking_uri
-    from .tracking import browser_link
+    from .tracking import browser_links
 
+    links = browser_links(store, result.parent_run_id)
     print(f"browse the runs: mlflow ui --backend-store-uri {store} --host 127.0.0.1 --port 5000, then open\n"
-          f"  {browser_link(store, result.parent_run_id)}  (the front: filter tags.pareto_rank = '0')")
+          f"  the study run (its front and knee): {links['study_run']}\n"
+          f"  the trials, best PSNR first: {links['trials']}\n"
+          "  the front only: search tags.pareto_rank = '0'")
     if print_failed_trials(result.rows, console, study.workdir):
         raise typer.Exit(code=1)
 

@@ -12,6 +12,7 @@ import logging
 import math
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,12 +58,18 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_root: str | Path | 
     return exp.experiment_id
 
 
-def browser_link(tracking_uri: str, run_id: str, base_url: str = "http://127.0.0.1:5000") -> str:
-    """The MLflow browser's address of the runs of `run_id`'s experiment, on its model-training
-    page (`workflowType=machine_learning`: MLflow 3.x picks the page from the address or the
-    browser's last choice, not from the experiment's kind tag)."""
-    exp_id = _client(tracking_uri).get_run(run_id).info.experiment_id
-    return f"{base_url.rstrip('/')}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+def browser_links(tracking_uri: str, study_run_id: str, base_url: str = "http://127.0.0.1:5000") -> dict[str, str]:
+    """Addresses in the MLflow browser (`mlflow ui` at `base_url`) of a study: `study_run` (its
+    description, front table and plot) and `trials` (the trial runs flat, best validation PSNR
+    first). Both ask for the model-training pages (`workflowType=machine_learning`): MLflow 3.x
+    picks GenAI or model-training pages from the address or the browser's last choice, not from
+    the experiment's kind tag. The trials are flat because the list is sorted by a metric (sorted
+    by creation time, MLflow nests them, collapsed, under the study run)."""
+    exp_id = _client(tracking_uri).get_run(study_run_id).info.experiment_id
+    base = f"{base_url.rstrip('/')}/#/experiments/{exp_id}/runs"
+    trials = urllib.parse.urlencode({"workflowType": "machine_learning", "searchFilter": "tags.role = 'trial'",
+                                     "orderByKey": "metrics.`val_psnr`", "orderByAsc": "false"})
+    return {"study_run": f"{base}/{study_run_id}?workflowType=machine_learning", "trials": f"{base}?{trials}"}
 
 
 # Short names for the settings a study searches: `student.rank=2, alpha=0.8, student.embed_dim=32,

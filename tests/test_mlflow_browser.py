@@ -1,7 +1,8 @@
 """What a user sees of a study in the MLflow browser, read through the REST API the browser
 itself calls, from a real `mlflow server` on 127.0.0.1 over a tiny real study's sqlite store:
 the experiment's kind tag (so the browser opens on the runs), trial runs named by their
-settings under the study run, the Tune trial id, the study run's description and its front."""
+settings under the study run, the Tune trial id, the study run's description and its front
+(and the objectives' names in the Optuna study, for Optuna Dashboard)."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow import MlflowClient
 
@@ -24,7 +26,7 @@ from srstudy.tracking import (
     EXPERIMENT_KIND_TAG,
     MODEL_TRAINING_KIND,
     TUNE_TRIAL_TAG,
-    browser_link,
+    browser_links,
     ensure_experiment,
     trial_run_name,
 )
@@ -146,9 +148,11 @@ def test_the_browser_finds_named_trials_under_the_study_run_and_its_front(served
 
     exp = _get(server, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
     assert {t["key"]: t["value"] for t in exp["tags"]}[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
-    link = browser_link(f"sqlite:///{study / 'mlflow.db'}", parent_id, server)
-    assert link == f"{server}/#/experiments/{exp['experiment_id']}/runs?workflowType=machine_learning"
-    with urllib.request.urlopen(link.split("#")[0], timeout=30) as r:  # the page the link opens
+    links = browser_links(f"sqlite:///{study / 'mlflow.db'}", parent_id, server)
+    base = f"{server}/#/experiments/{exp['experiment_id']}/runs"
+    assert links["study_run"] == f"{base}/{parent_id}?workflowType=machine_learning"
+    assert links["trials"].startswith(f"{base}?workflowType=machine_learning&")
+    with urllib.request.urlopen(f"{server}/", timeout=30) as r:  # the page both links open
         assert r.status == 200 and b"<html" in r.read().lower()
 
     # the trial runs: named by their settings, under the study run, with the Tune trial id
@@ -164,6 +168,18 @@ def test_the_browser_finds_named_trials_under_the_study_run_and_its_front(served
         assert re.fullmatch(r"a\d\.\d\d-c\d+-r\d", t["info"]["run_name"])  # alpha, embed_dim, rank
         assert tags["mlflow.parentRunId"] == parent_id
         assert tags[TUNE_TRIAL_TAG] == row["trial_id"] and tags["trial_dir"].endswith(row["trial_id"])
+
+    # the trials link asks for what the browser then asks the server: the trials, best PSNR first
+    asked = dict(urllib.parse.parse_qsl(links["trials"].split("?", 1)[1]))
+    order = f"{asked['orderByKey']} {'ASC' if asked['orderByAsc'] == 'true' else 'DESC'}"
+    body = json.dumps({"experiment_ids": [exp["experiment_id"]], "filter": asked["searchFilter"],
+                       "order_by": [order]}).encode()
+    req = urllib.request.Request(f"{server}/api/2.0/mlflow/runs/search", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        listed = json.loads(r.read())["runs"]
+    psnr = [{m["key"]: m["value"] for m in t["data"]["metrics"]}["val_psnr"] for t in listed]
+    assert {t["info"]["run_id"] for t in listed} == set(trained) and psnr == sorted(psnr, reverse=True)
 
     # the study run: its description says what was searched and where the front is
     study_run = _get(server, "runs/get", run_id=parent_id)["run"]
@@ -184,4 +200,10 @@ def test_the_browser_finds_named_trials_under_the_study_run_and_its_front(served
     assert front_ids and front_ids <= {r for r, row in trained.items() if row["status"] == "done"}
     assert {t["info"]["run_id"] for t in _search(server, exp["experiment_id"], FRONT_FILTER)} == front_ids
     assert sum(r["knee"] for r in front["front"]) == 1 and front["objectives"][0] == "val_psnr:max"
+    knee = next(r for r in front["front"] if r["knee"])
+    # the same objectives are named in the Optuna study (what Optuna Dashboard shows)
+    ot = optuna.load_study(study_name="tiny-browser", storage=f"sqlite:///{study / 'optuna.db'}")
+    assert ot.metric_names == [o.split(":")[0] for o in state["objectives"]] == ["val_psnr", "params", "latency_ms"]
+    assert f"**Knee** (the front's balanced choice): `{knee['run_name']}`" in note
+    assert f"srstudy export --run-id {knee['run_id']}" in note
     assert {r["run_name"] for r in front["front"]} <= {t["info"]["run_name"] for t in trials}

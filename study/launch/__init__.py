@@ -45,7 +45,7 @@ from ..tracking import TrialRun
 from ..workdir import StudyDir
 from .energy import open_study_energy
 from .progress import StudyProgress, trial_error
-from .search import reconcile_optuna, study_searcher
+from .search import name_objectives, reconcile_optuna, study_searcher
 from .trainable import tune_trial
 
 log = logging.getLogger("srstudy.launch")
@@ -191,6 +191,7 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
     if energy is not None:  # each trial's gpu_energy_attributed_j, the study's totals
         energy.log_results(rows, tracking_uri)
     orphans = reconcile_optuna(storage_url, study.name)
+    name_objectives(storage_url, study.name, obj_names)
     result = StudyResult(rows, objectives, parent_run_id=state["parent_run_id"], tracking_uri=tracking_uri,
                          wall_s=time.perf_counter() - t0)
     result.pareto = pareto_rows(rows, objectives)

@@ -127,3 +127,15 @@ def reconcile_optuna(storage_url: str, name: str) -> int:
         st.set_trial_state_values(t._trial_id, TrialState.FAIL)
         n += 1
     return n
+
+
+def name_objectives(storage_url: str, name: str, metrics: list[str]) -> None:
+    """Name the Optuna study's objectives after their metrics, so Optuna Dashboard shows
+    `val_psnr`, `params`, … instead of "Objective 0", "Objective 1", …"""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # set_metric_names: experimental
+        optuna.load_study(study_name=name, storage=storage_url).set_metric_names(metrics)
