@@ -20,9 +20,10 @@ upper bound):
 `saved` is what autograd keeps for the backward pass. Its coefficients are a least-squares
 fit to the saved tensors of real forwards (`torch.autograd.graph.saved_tensors_hooks`,
 unique storages; 72 configs, C ∈ {8, 16, 24}, M ≤ 4, N ∈ {4, 16}, B ≤ 2, P ∈ {16, 24, 32},
-all within 3 %; the benchmark below checks larger ones, within 1.5 %): with the pure-PyTorch chunked scan each mixer keeps ≈ 4.14 Di·N floats
-a token — both sweeps keep each step's decay exp(Δ·A) and state h, plus the chunks' carries
-— and 13.5 Di + 4.1 N more (projections, conv, SiLU, Δ, the scan's packed inputs, gate).
+all within 3 %; the benchmark below checks larger ones, within 1.5 %): with the pure-PyTorch
+chunked scan each mixer keeps ≈ 4.14 Di·N floats a token — both sweeps keep each step's
+decay exp(Δ·A) and state h, plus the chunks' carries — and 13.5 Di + 4.1 N more
+(projections, conv, SiLU, Δ, the scan's packed inputs, gate).
 The fused scans (`cuda` = mamba_ssm, `triton`) keep no per-step state, only the state
 entering each chunk (Di·N per 128 tokens) and their inputs: 9.5 Di + 2.1 N a token
 (measured with a stand-in that saves exactly what the Triton kernel saves, plus mamba_ssm's

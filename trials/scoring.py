@@ -153,7 +153,8 @@ class AfterTraining:
         """Log a failed step (console and MLflow); returns the error's last line."""
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
         log.error("trial %s: step %r failed after training (%s); the training and its metrics are kept, "
-                  "run the same trial again to complete this step", self.trial_dir.name, step, last, exc_info=exc)
+                  "run the same trial again to complete this step", self.trial_dir.name, step, last)
+        log.debug("step %r failed with", step, exc_info=exc)  # the traceback is also in the run's error file
         try:
             path = self.art / "post_training_failures" / f"{step}.txt"
             path.parent.mkdir(parents=True, exist_ok=True)
