@@ -123,16 +123,9 @@ def fused_saved_bytes(C: int, G: int, K: int, N: int, B: int, P: int) -> int:
     scan.register_backend("fused_standin", fused)
     model = DVMSR(DVMSRConfig(embed_dim=C, n_groups=G, blocks_per_group=K, rank=2, d_state=N, scale=4))
     model.set_scan_backend("fused_standin")
-    storages: dict[int, int] = {}
+    from srstudy.trials.memory import measured_saved_bytes
 
-    def count(t):
-        s = t.untyped_storage()
-        storages[s.data_ptr()] = max(storages.get(s.data_ptr(), 0), s.nbytes())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
-        model(torch.rand(B, 3, P, P))
-    return sum(storages.values())
+    return measured_saved_bytes(model, torch.rand(B, 3, P, P))
 
 
 def _forward_in_this_process(C: int, G: int, K: int, N: int, B: int, P: int) -> dict:

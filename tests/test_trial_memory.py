@@ -3,13 +3,13 @@ step cannot fit the device's memory is refused before any training (issue 12).""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from srstudy.cli import app
 from srstudy.config import ArchConfig, load_study_config, load_trial_config
 from srstudy.models.dvmsr import DVMSR
-from srstudy.trials.memory import check_fits, saved_activation_bytes, student_estimate, teacher_estimate
+from srstudy.trials.memory import (check_fits, measured_saved_bytes, saved_activation_bytes, student_estimate,
+                                   teacher_estimate)
 from tiny import TINY_TRIAL, write_yaml
 
 CPU = torch.device("cpu")
@@ -52,16 +52,6 @@ def test_the_saved_activation_estimate_matches_what_autograd_saves():
     for C, G, K, B, P in ((16, 2, 1, 2, 24), (24, 1, 2, 1, 32)):
         arch = ArchConfig(embed_dim=C, n_groups=G, blocks_per_group=K, rank=2)
         model = DVMSR(arch.to_model_config(4)).set_scan_backend("chunked")
-        storages: dict[int, int] = {}
-
-        def count(t):
-            s = t.untyped_storage()
-            storages[s.data_ptr()] = max(storages.get(s.data_ptr(), 0), s.nbytes())
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
-            out = model(torch.rand(B, 3, P, P))
-        F.l1_loss(out, torch.zeros_like(out)).backward()
-        measured = sum(storages.values())
+        measured = measured_saved_bytes(model, torch.rand(B, 3, P, P))
         estimated = saved_activation_bytes(arch, batch_size=B, patch_size=P, scale=4, backend="chunked")
         assert abs(estimated / measured - 1) < 0.05, (C, G, K, B, P, estimated, measured)

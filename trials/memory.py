@@ -115,6 +115,23 @@ def training_estimate(arch: ArchConfig, *, batch_size: int, patch_size: int, sca
                           OPTIMIZER_BYTES_PER_PARAM * arch.param_count(scale), knobs=knobs)
 
 
+def measured_saved_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes autograd really keeps for one training forward of `model` on `x` (unique
+    storages, via saved-tensor hooks): the measurement the analytic estimate is checked
+    against (tests) and calibrated with (benchmarks/bench_activation_memory.py)."""
+    storages: dict[int, int] = {}
+
+    def count(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = max(storages.get(s.data_ptr(), 0), s.nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+        out = model(x)
+    out.sum().backward()  # frees what autograd saved; the count is taken above
+    return sum(storages.values())
+
+
 def _arch_knobs(prefix: str, arch: ArchConfig) -> tuple[str, ...]:
     return (f"{prefix}embed_dim ({arch.embed_dim})",
             f"{prefix}n_groups × {prefix}blocks_per_group ({arch.n_groups} × {arch.blocks_per_group})",
