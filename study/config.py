@@ -120,12 +120,18 @@ class DataConfig(_Model):
 
 
 class OptimConfig(_Model):
-    """Adam, learning rate halved (× gamma) at each milestone iteration."""
+    """Adam. The student's schedule: `step`, the paper's (× gamma at each milestone), or
+    `cosine`: `warmup_iterations` of linear warm-up (lr·(i+1)/warmup), then cosine decay
+    from `lr` to 0 (`trials.loop.lr_at`). The warm-up belongs to cosine, so a study can
+    search `schedule` with one warm-up and its `step` trials keep the paper's schedule. A
+    trained teacher always uses `step`: a searched lr/schedule never changes the shared teacher."""
 
     lr: float = Field(2e-4, gt=0)
     betas: tuple[float, float] = (0.9, 0.99)
     milestones: list[int] | None = Field(None, description="None: at 50 %, 75 % and 90 % of the iterations")
     gamma: float = Field(0.5, gt=0, le=1)
+    schedule: Literal["step", "cosine"] = Field("step", description="step: × gamma at each milestone; cosine: to 0")
+    warmup_iterations: int = Field(0, ge=0, description="cosine only: linear warm-up iterations (0: none), fewer than the run's")
 
     def milestones_for(self, iterations: int) -> list[int]:
         """The milestone iterations for a run of this length."""
@@ -175,6 +181,13 @@ class TrialConfig(_Model):
         if base not in ("auto", "cpu", "cuda", "mps"):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _warmup_shorter_than_the_run(self):
+        if self.optim.schedule == "cosine" and self.optim.warmup_iterations >= self.iterations:
+            raise ValueError(f"optim.warmup_iterations ({self.optim.warmup_iterations}) must be below iterations "
+                             f"({self.iterations}) for the cosine schedule; lower it, or 0 for no warm-up")
+        return self
 
     def identity(self, *, exclude: tuple[str, ...] = ("device", "prefetch_batches")) -> str:
         """A stable hash of everything that changes the result (for resume folders)."""
