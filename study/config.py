@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from srstudy.models.dvmsr import DVMSRConfig
 
 from .config_io import ConfigError, apply_overrides, flatten, parse_override, read_yaml  # noqa: F401 (re-exported)
+from .data_root import apply_data_root
 from .objectives import StudyConstraint, StudyObjective, default_objectives, parse_objectives, unknown_trial_metric
 from .search_space import check_search_space, split_dotted_key_hint
 from .workdir import DEFAULT_WORKDIR
@@ -77,7 +78,9 @@ class TeacherConfig(_Model):
     @classmethod
     def _checkpoint_exists(cls, v: Path | None) -> Path | None:
         if v is not None and not Path(v).expanduser().is_file():
-            raise ValueError(f"teacher checkpoint file not found: {v}")
+            hint = "" if Path(v).expanduser().is_absolute() else (
+                f" (relative to {Path.cwd()}; with --data-root DIR a config's relative path is read under DIR)")
+            raise ValueError(f"teacher checkpoint file not found: {v}{hint}")
         return None if v is None else Path(v).expanduser().resolve()
 
 
@@ -215,13 +218,19 @@ def build(model: type[BaseModel], data: dict[str, Any], source: str):
         raise ConfigError(format_validation_error(e, source)) from None
 
 
-def load_trial_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrialConfig:
+def load_trial_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                      data_root: str | Path | None = None) -> TrialConfig:
     """A validated `TrialConfig` from a YAML file plus `key=value` overrides; with no file,
     the embedded default trial (the default study's base `trial`: CPU-sized, quick) — not
-    the GPU-sized field defaults, which would not finish on a CPU."""
+    the GPU-sized field defaults, which would not finish on a CPU. `data_root`: the data
+    (and a relative teacher.checkpoint) from that folder, before the overrides (`data_root`)."""
     data = read_yaml(path) if path is not None else dict(read_yaml(DEFAULT_STUDY).get("trial") or {})
+    if data_root is not None:
+        apply_data_root(data, data_root)
     apply_overrides(data, overrides)
     source = str(path) if path is not None else f"the default trial (trial: of {DEFAULT_STUDY})"
+    if data_root is not None:
+        source += f" + --data-root {data_root}"
     if overrides:
         source += " + --set " + " ".join(overrides)
     return build(TrialConfig, data, source)
@@ -348,10 +357,17 @@ class StudyConfig(_Model):
 DEFAULT_STUDY = Path(__file__).parent / "configs" / "default_study.yaml"
 
 
-def load_study_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
-    """A validated `StudyConfig` from YAML (default: the bundled CPU study) plus overrides."""
+def load_study_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                      data_root: str | Path | None = None) -> StudyConfig:
+    """A validated `StudyConfig` from YAML (default: the bundled CPU study) plus overrides;
+    `data_root`: the base trial's data (and a relative teacher.checkpoint) from that folder,
+    before the overrides (`data_root.apply_data_root`)."""
     path = DEFAULT_STUDY if path is None else Path(path)
     data = read_yaml(path)
+    if data_root is not None:
+        trial = data.get("trial")
+        data["trial"] = apply_data_root(trial if isinstance(trial, dict) else {}, data_root)
     apply_overrides(data, overrides)
-    source = str(path) + (" + --set " + " ".join(overrides) if overrides else "")
+    source = str(path) + (f" + --data-root {data_root}" if data_root is not None else "")
+    source += (" + --set " + " ".join(overrides)) if overrides else ""
     return build(StudyConfig, data, source)
