@@ -10,9 +10,11 @@
    latency, peak GPU memory, the GPU it got — from its MLflow run.
 
     python benchmarks/study_throughput.py --config benchmarks/configs/gpu_study.yaml \
-        --data-root ../shared/data --workdir /tmp/gpu-study --out benchmarks/results/study_h100.json
+        --data-root ../shared/data --set num_samples=8 --workdir /tmp/gpu-study --out benchmarks/results/study_h100.json
 
-Without --data-root the study keeps its own data settings (e.g. the bundled images).
+ASHA is turned off here (every trial runs all its iterations). --data-root is `srstudy launch
+--data-root` (train T91 + BSD200, validate Set5, a relative teacher.checkpoint under it);
+without it the study keeps its own data settings (e.g. the bundled images).
 Issue 9 uses the same script with `--set resources.gpu=0.5` on a 2-GPU host.
 """
 from __future__ import annotations
@@ -36,27 +38,18 @@ PER_TRIAL = ("val_psnr", "Set5_psnr", "Set5_ssim", "params", "latency_ms", "gpu_
              "gpu_peak_mem_allocated_mb", "gpu_peak_mem_reserved_mb")
 
 
-def data_overrides(data_root: str | None) -> list[str]:
-    """The trial's data pointed at the shared T91 + BSD200 (train) and Set5 (validation)."""
-    if not data_root:
-        return []
-    root = Path(data_root).resolve()
-    return [f"trial.data.train=[{root / 'train/T91/HR'},{root / 'train/BSD200/HR'}]",
-            f"trial.data.val=[{root / 'benchmarks/Set5/HR'}]",
-            f"trial.data.benchmark_root={root / 'benchmarks'}", "trial.data.benchmark_sets=[Set5]"]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="study YAML")
-    ap.add_argument("--data-root", help="folder with train/T91/HR, train/BSD200/HR, benchmarks/Set5")
+    ap.add_argument("--data-root", help="folder with train/T91/HR, train/BSD200/HR, benchmarks/<Set>, checkpoints/")
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="study override key=value")
     args = ap.parse_args()
     work = Path(args.workdir).resolve()
-    study = load_study_config(args.config, data_overrides(args.data_root) + args.overrides
-                              + [f"workdir={work / 'study'}"])
+    # every trial runs all its iterations: ASHA would cut the throughput this measures
+    study = load_study_config(args.config, ["asha.enabled=false", *args.overrides, f"workdir={work / 'study'}"],
+                              data_root=args.data_root)
     cfg = study.trial
     device = torch.device("cuda" if cfg.device in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
     teachers = StudyDir(work / "study").teachers  # where the study's trials look for it

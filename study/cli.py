@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .cli_deploy import bench_command, export_command
-from .cli_options import Overrides, TrackingUri, Verbose, checked_workdir, console, fail, setup_logging, workdir_option
+from .cli_options import DataRoot, Overrides, TrackingUri, Verbose, checked_workdir, console, fail, setup_logging, workdir_option
 from .cli_results import pareto_command, report_command
 from .workdir import DEFAULT_WORKDIR, StudyDir
 
@@ -103,11 +103,11 @@ DEFAULT_TRIAL_HELP = ("trial YAML (default: the embedded default trial, the defa
                       "a minute or two on 2 cores; MambaLiteSR's GPU recipe is benchmarks/configs/paper_recipe.yaml)")
 
 
-def _load_trial_config(config: Optional[Path], overrides: list[str]):
+def _load_trial_config(config: Optional[Path], overrides: list[str], data_root: Optional[Path] = None):
     from .config import ConfigError, load_trial_config
 
     try:
-        return load_trial_config(config, overrides)
+        return load_trial_config(config, overrides, data_root=data_root)
     except ConfigError as e:
         fail(str(e))
 
@@ -128,13 +128,14 @@ def trial_command(
     config: Optional[Path] = typer.Option(None, "--config", help=DEFAULT_TRIAL_HELP),
     workdir: Path = typer.Option(DEFAULT_WORKDIR, "--workdir", callback=workdir_option, help="trials, teacher cache, MLflow sqlite"),
     overrides: Overrides = [],
+    data_root: DataRoot = None,
     tracking_uri: TrackingUri = None,
     verbose: Verbose = False,
 ) -> None:
     """Run one distillation trial without Ray (resumes if the same config ran in --workdir, and
     completes the steps after training that a previous run could not do)."""
     setup_logging(verbose)
-    cfg = _load_trial_config(config, overrides)
+    cfg = _load_trial_config(config, overrides, data_root)
     from srstudy.trials.distill import run_trial
 
     with _progress_bar("student") as progress:
@@ -188,6 +189,7 @@ def launch_command(
     config: Optional[Path] = typer.Option(None, "--config", help="study YAML (default: the bundled CPU study)"),
     workdir: Optional[Path] = typer.Option(None, "--workdir", callback=workdir_option, help=f"study folder (default: the config's, ./{DEFAULT_WORKDIR})"),
     overrides: Overrides = [],
+    data_root: DataRoot = None,
     resume: bool = typer.Option(False, "--resume", help="continue the study already in --workdir"),
     address: Optional[str] = typer.Option(None, "--address", help="join a Ray cluster: auto or host:port (default: local Ray on 127.0.0.1)"),
     verbose: Verbose = False,
@@ -201,7 +203,8 @@ def launch_command(
     from .workdir import WorkdirLockedError
 
     try:
-        study = load_study_config(config, list(overrides) + ([f"workdir={workdir}"] if workdir else []))
+        study = load_study_config(config, list(overrides) + ([f"workdir={workdir}"] if workdir else []),
+                                  data_root=data_root)
     except ConfigError as e:
         fail(str(e))
     checked_workdir(study.workdir.expanduser(), "the study's workdir")  # also one set in the study YAML

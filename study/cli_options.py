@@ -23,6 +23,10 @@ console = Console(stderr=True)
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")]
 Overrides = Annotated[list[str], typer.Option(
     "--set", help="key=value override (repeatable), e.g. --set student.embed_dim=16 or --set num_samples=4")]
+DataRoot = Annotated[Optional[Path], typer.Option(
+    "--data-root", help="data folder laid out as train/T91/HR, train/BSD200/HR, benchmarks/<Set>/HR, checkpoints/: "
+    "sets the trial's data (train T91+BSD200, validate Set5, score Set5, Set14, BSD100 if present) and reads a "
+    "relative teacher.checkpoint under it; --set overrides still win")]
 TrackingUri = Annotated[Optional[str], typer.Option(
     "--tracking-uri", help="MLflow URI (default: sqlite under --workdir, or $MLFLOW_TRACKING_URI)")]
 Experiment = Annotated[Optional[str], typer.Option("--experiment", help="MLflow experiment of the trials (with --tracking-uri)")]

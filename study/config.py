@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from srstudy.models.dvmsr import DVMSRConfig
 
 from .config_io import ConfigError, apply_overrides, flatten, parse_override, read_yaml  # noqa: F401 (re-exported)
+from .data_root import apply_data_root
 from .objectives import StudyConstraint, StudyObjective, default_objectives, parse_objectives, unknown_trial_metric
 from .search_space import check_search_space, split_dotted_key_hint
 from .workdir import DEFAULT_WORKDIR
@@ -77,7 +78,9 @@ class TeacherConfig(_Model):
     @classmethod
     def _checkpoint_exists(cls, v: Path | None) -> Path | None:
         if v is not None and not Path(v).expanduser().is_file():
-            raise ValueError(f"teacher checkpoint file not found: {v}")
+            hint = "" if Path(v).expanduser().is_absolute() else (
+                f" (relative to {Path.cwd()}; with --data-root DIR a config's relative path is read under DIR)")
+            raise ValueError(f"teacher checkpoint file not found: {v}{hint}")
         return None if v is None else Path(v).expanduser().resolve()
 
 
@@ -120,12 +123,18 @@ class DataConfig(_Model):
 
 
 class OptimConfig(_Model):
-    """Adam, learning rate halved (× gamma) at each milestone iteration."""
+    """Adam. The student's schedule: `step`, the paper's (× gamma at each milestone), or
+    `cosine`: `warmup_iterations` of linear warm-up (lr·(i+1)/warmup), then cosine decay
+    from `lr` to 0 (`trials.loop.lr_at`). The warm-up belongs to cosine, so a study can
+    search `schedule` with one warm-up and its `step` trials keep the paper's schedule. A
+    trained teacher always uses `step`: a searched lr/schedule never changes the shared teacher."""
 
     lr: float = Field(2e-4, gt=0)
     betas: tuple[float, float] = (0.9, 0.99)
     milestones: list[int] | None = Field(None, description="None: at 50 %, 75 % and 90 % of the iterations")
     gamma: float = Field(0.5, gt=0, le=1)
+    schedule: Literal["step", "cosine"] = Field("step", description="step: × gamma at each milestone; cosine: to 0")
+    warmup_iterations: int = Field(0, ge=0, description="cosine only: linear warm-up iterations (0: none), fewer than the run's")
 
     def milestones_for(self, iterations: int) -> list[int]:
         """The milestone iterations for a run of this length."""
@@ -187,6 +196,13 @@ class TrialConfig(_Model):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
         return v
 
+    @model_validator(mode="after")
+    def _warmup_shorter_than_the_run(self):
+        if self.optim.schedule == "cosine" and self.optim.warmup_iterations >= self.iterations:
+            raise ValueError(f"optim.warmup_iterations ({self.optim.warmup_iterations}) must be below iterations "
+                             f"({self.iterations}) for the cosine schedule; lower it, or 0 for no warm-up")
+        return self
+
     def identity(self, *, exclude: tuple[str, ...] = ("device", "prefetch_batches", "energy_window")) -> str:
         """A stable hash of everything that changes the result (for resume folders); how
         energy is measured (`energy_window`) changes no result and is left out."""
@@ -214,13 +230,19 @@ def build(model: type[BaseModel], data: dict[str, Any], source: str):
         raise ConfigError(format_validation_error(e, source)) from None
 
 
-def load_trial_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrialConfig:
+def load_trial_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                      data_root: str | Path | None = None) -> TrialConfig:
     """A validated `TrialConfig` from a YAML file plus `key=value` overrides; with no file,
     the embedded default trial (the default study's base `trial`: CPU-sized, quick) — not
-    the GPU-sized field defaults, which would not finish on a CPU."""
+    the GPU-sized field defaults, which would not finish on a CPU. `data_root`: the data
+    (and a relative teacher.checkpoint) from that folder, before the overrides (`data_root`)."""
     data = read_yaml(path) if path is not None else dict(read_yaml(DEFAULT_STUDY).get("trial") or {})
+    if data_root is not None:
+        apply_data_root(data, data_root)
     apply_overrides(data, overrides)
     source = str(path) if path is not None else f"the default trial (trial: of {DEFAULT_STUDY})"
+    if data_root is not None:
+        source += f" + --data-root {data_root}"
     if overrides:
         source += " + --set " + " ".join(overrides)
     return build(TrialConfig, data, source)
@@ -349,10 +371,17 @@ class StudyConfig(_Model):
 DEFAULT_STUDY = Path(__file__).parent / "configs" / "default_study.yaml"
 
 
-def load_study_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
-    """A validated `StudyConfig` from YAML (default: the bundled CPU study) plus overrides."""
+def load_study_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                      data_root: str | Path | None = None) -> StudyConfig:
+    """A validated `StudyConfig` from YAML (default: the bundled CPU study) plus overrides;
+    `data_root`: the base trial's data (and a relative teacher.checkpoint) from that folder,
+    before the overrides (`data_root.apply_data_root`)."""
     path = DEFAULT_STUDY if path is None else Path(path)
     data = read_yaml(path)
+    if data_root is not None:
+        trial = data.get("trial")
+        data["trial"] = apply_data_root(trial if isinstance(trial, dict) else {}, data_root)
     apply_overrides(data, overrides)
-    source = str(path) + (" + --set " + " ".join(overrides) if overrides else "")
+    source = str(path) + (f" + --data-root {data_root}" if data_root is not None else "")
+    source += (" + --set " + " ".join(overrides)) if overrides else ""
     return build(StudyConfig, data, source)

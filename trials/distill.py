@@ -278,6 +278,7 @@ def _train_and_measure(cfg: TrialConfig, run: TrialRun, *, student: DVMSR, optim
     spec = LoopSpec(
         iterations=cfg.iterations, batch_size=cfg.batch_size, base_lr=cfg.optim.lr,
         milestones=cfg.optim.milestones_for(cfg.iterations), gamma=cfg.optim.gamma, betas=cfg.optim.betas,
+        schedule=cfg.optim.schedule, warmup_iterations=cfg.optim.warmup_iterations,
         alpha=cfg.alpha if teacher else 0.0, seed=cfg.seed, precision=cfg.precision,
         checkpoint_interval=cfg.checkpoint_interval, val_interval=cfg.val_interval,
         log_interval=max(1, min(10, cfg.iterations // 20)),

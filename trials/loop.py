@@ -4,13 +4,14 @@
 
 Batches are a pure function of (seed, iteration) (`batches`), so a run restarted from a
 checkpoint sees exactly the batches it would have seen — no data-loader state to save. The
-learning rate is a pure function of the iteration (Adam, × gamma at each milestone), so the
-schedule needs no state either.
+learning rate is a pure function of the iteration (`lr_at`: step halving, or cosine after an
+optional linear warm-up), so the schedule needs no state either.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +32,22 @@ log = logging.getLogger("srstudy.train")
 CHECKPOINT_NAME = "checkpoint.pth"
 
 
-def lr_at(iteration: int, base_lr: float, milestones: list[int], gamma: float) -> float:
-    """Learning rate at an iteration: base × gamma^(milestones passed)."""
-    return base_lr * gamma ** sum(1 for m in milestones if iteration >= m)
+def lr_at(iteration: int, base_lr: float, milestones: list[int], gamma: float, *, schedule: str = "step",
+          warmup: int = 0, total: int | None = None) -> float:
+    """Learning rate at a (0-based) iteration. `step` (the paper's): base × gamma^(milestones
+    passed); `warmup` does not apply. `cosine`: the first `warmup` iterations ramp linearly,
+    base·(i+1)/warmup (base at the last of them); then base·½(1 + cos(π·p)), p the fraction
+    of the remaining `total − warmup` iterations done."""
+    if schedule == "step":
+        return base_lr * gamma ** sum(1 for m in milestones if iteration >= m)
+    if schedule != "cosine":
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}: use step or cosine")
+    if total is None:
+        raise ValueError("the cosine schedule needs the run's total iterations")
+    if iteration < warmup:
+        return base_lr * (iteration + 1) / warmup
+    done = min(1.0, (iteration - warmup) / max(1, total - warmup))
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * done))
 
 
 def distillation_loss(sr: torch.Tensor, hr: torch.Tensor, teacher_sr: torch.Tensor | None, alpha: float) -> torch.Tensor:
@@ -53,6 +67,8 @@ class LoopSpec:
     base_lr: float
     milestones: list[int]
     gamma: float = 0.5
+    schedule: str = "step"  # or "cosine" (see lr_at)
+    warmup_iterations: int = 0
     betas: tuple[float, float] = (0.9, 0.99)
     alpha: float = 0.0
     seed: int = 0
@@ -146,7 +162,8 @@ def train(
         while it < spec.iterations:
             if gpu_session is not None:
                 gpu_session.before_iteration(it)  # opens the exclusive window when due
-            lr_now = lr_at(it, spec.base_lr, spec.milestones, spec.gamma)
+            lr_now = lr_at(it, spec.base_lr, spec.milestones, spec.gamma, schedule=spec.schedule,
+                           warmup=spec.warmup_iterations, total=spec.iterations)
             for group in optimizer.param_groups:
                 group["lr"] = lr_now
             batch = batch_of(it)

@@ -52,7 +52,8 @@ class Teacher:
 
 
 def teacher_key(cfg: TrialConfig, data_id: str) -> str:
-    """Hash of everything that determines the trained teacher."""
+    """Hash of everything that determines the trained teacher (not the student's optim.lr,
+    schedule or warm-up: trials searching them share one teacher)."""
     t = cfg.teacher
     payload = {
         "arch": t.arch.model_dump(),
@@ -63,7 +64,8 @@ def teacher_key(cfg: TrialConfig, data_id: str) -> str:
         "patches_per_image": cfg.data.patches_per_image,
         "scale": cfg.scale,
         "lr": t.lr,
-        "optim": cfg.optim.model_dump(mode="json"),
+        # only what the teacher trains with: the student's lr / schedule / warm-up (searched) are not
+        "optim": cfg.optim.model_dump(mode="json", exclude={"lr", "schedule", "warmup_iterations"}),
         "precision": cfg.precision,
         "seed": t.seed,
     }

@@ -1,0 +1,171 @@
+"""The paper's GPU study (benchmarks/configs/gpu_study.yaml) built on a CPU: the learning-rate
+schedules it searches, `--data-root`, the config itself, and one tiny trial of it distilled
+from the official DVMSR checkpoint (no teacher trained)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from srstudy.cli import app
+from srstudy.config import ConfigError, load_study_config, load_trial_config
+from srstudy.trials.distill import run_trial
+from srstudy.trials.loop import lr_at
+from srstudy.trials.teacher import WEIGHTS, teacher_key
+from tiny import TINY_TRIAL, with_overrides, write_yaml
+
+GPU_STUDY = Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "gpu_study.yaml"
+TINY_STUDY_TRIAL = [  # the study's trial made tiny: CPU, 4 iterations of batch 2, a 1-block student
+    "trial.device=cpu", "trial.iterations=4", "trial.batch_size=2", "trial.patch_size=16",
+    "trial.val_interval=4", "trial.checkpoint_interval=2", "trial.optim.warmup_iterations=1",
+    "trial.student={embed_dim: 8, n_groups: 1, blocks_per_group: 1, rank: 2}",
+    "trial.data.val_max_images=1", "trial.data.benchmark_sets=[Set5]",
+    "trial.latency={height: 16, width: 16, repeats: 2, warmup: 0}",
+]
+
+
+# ---- the schedules ------------------------------------------------------------------------------
+def test_step_schedule_is_the_paper_halving_and_ignores_the_warmup():
+    for it in range(0, 30):
+        today = 2e-4 * 0.5 ** sum(1 for m in [10, 20, 25] if it >= m)  # the formula before schedules existed
+        assert lr_at(it, 2e-4, [10, 20, 25], 0.5) == today
+        assert lr_at(it, 2e-4, [10, 20, 25], 0.5, schedule="step", warmup=5, total=30) == today
+
+
+def test_cosine_schedule_warms_up_linearly_then_decays_to_zero():
+    def cos(it):
+        return lr_at(it, 1.0, [50], 0.5, schedule="cosine", warmup=4, total=104)
+
+    assert [cos(i) for i in range(4)] == [0.25, 0.5, 0.75, 1.0]  # (i+1)/warmup
+    assert cos(4) == 1.0  # the decay starts at the base rate
+    assert cos(29) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))
+    assert cos(54) == pytest.approx(0.5)  # half-way through the decay
+    assert cos(103) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.99)))
+    assert cos(104) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(0, 1.0, [], 0.5, schedule="cosine", total=10) == 1.0  # no warm-up
+    with pytest.raises(ValueError, match="step or cosine"):
+        lr_at(0, 1.0, [], 0.5, schedule="linear", total=10)
+
+
+def test_schedule_settings_are_validated_with_the_field_named():
+    assert load_trial_config(None, ["optim.schedule=cosine", "optim.warmup_iterations=5"]).optim.schedule == "cosine"
+    with pytest.raises(ConfigError, match=r"optim\.schedule"):
+        load_trial_config(None, ["optim.schedule=linear"])
+    with pytest.raises(ConfigError, match=r"optim\.warmup_iterations"):
+        load_trial_config(None, ["optim.warmup_iterations=-1"])
+    with pytest.raises(ConfigError, match=r"optim\.warmup_iterations \(60\) must be below iterations \(60\)"):
+        load_trial_config(None, ["iterations=60", "optim.schedule=cosine", "optim.warmup_iterations=60"])
+
+
+def test_students_lr_and_schedule_do_not_change_the_teacher_key():
+    base = load_trial_config(None)
+    searched = load_trial_config(None, ["optim.lr=1e-3", "optim.schedule=cosine", "optim.warmup_iterations=3"])
+    assert teacher_key(base, "data") == teacher_key(searched, "data")  # one shared teacher for the study
+    assert teacher_key(base, "data") != teacher_key(load_trial_config(None, ["optim.gamma=0.25"]), "data")
+
+
+def test_a_trial_trains_with_the_cosine_schedule_it_names(tmp_path):
+    cfg = load_trial_config(write_yaml(tmp_path / "t.yaml", with_overrides(TINY_TRIAL, {
+        "iterations": 5, "val_interval": 5, "teacher.iterations": 2,
+        "optim": {"lr": 1e-3, "schedule": "cosine", "warmup_iterations": 2}})))
+    result = run_trial(cfg, workdir=tmp_path / "runs")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    logged = {h.step: h.value for h in client.get_metric_history(result.run_id, "lr")}
+    # logged at step it: the rate iteration it−1 trained with
+    assert logged == {it: pytest.approx(lr_at(it - 1, 1e-3, [], 0.5, schedule="cosine", warmup=2, total=5))
+                      for it in range(1, 6)}
+    assert logged[1] == pytest.approx(5e-4) and logged[2] == pytest.approx(1e-3) and logged[4] < logged[3]
+
+
+# ---- --data-root ----------------------------------------------------------------------------------
+def _layout(root: Path, *, bsd100: bool) -> Path:
+    for rel in ("train/T91/HR", "train/BSD200/HR", "benchmarks/Set5/HR", "benchmarks/Set14/HR", "checkpoints"):
+        (root / rel).mkdir(parents=True)
+    if bsd100:
+        (root / "benchmarks/BSD100/HR").mkdir(parents=True)
+    (root / "checkpoints/DVMSR.pth").write_bytes(b"x")  # only its existence is validated here
+    return root
+
+
+def test_data_root_fills_the_data_and_a_relative_teacher_checkpoint(tmp_path):
+    root = _layout(tmp_path / "data", bsd100=False)
+    cfg = load_trial_config(None, [], data_root=root)
+    assert cfg.data.train == [root / "train/T91/HR", root / "train/BSD200/HR"]
+    assert cfg.data.val == [root / "benchmarks/Set5/HR"] and cfg.data.benchmark_root == root / "benchmarks"
+    assert cfg.data.benchmark_sets == ["Set5", "Set14"]  # BSD100 only when present
+    assert cfg.teacher.checkpoint is None  # unset stays unset: the teacher is trained and cached
+    trial = write_yaml(tmp_path / "t.yaml", {"teacher": {"checkpoint": "checkpoints/DVMSR.pth"}})
+    assert load_trial_config(trial, [], data_root=root).teacher.checkpoint == root / "checkpoints/DVMSR.pth"
+    other = tmp_path / "elsewhere.pth"
+    other.write_bytes(b"x")
+    absolute = write_yaml(tmp_path / "a.yaml", {"teacher": {"checkpoint": str(other)}})
+    assert load_trial_config(absolute, [], data_root=root).teacher.checkpoint == other
+    # --set still wins over --data-root
+    assert load_trial_config(None, ["data.benchmark_sets=[Set5]"], data_root=root).data.benchmark_sets == ["Set5"]
+    with_bsd = _layout(tmp_path / "full", bsd100=True)
+    assert load_trial_config(None, [], data_root=with_bsd).data.benchmark_sets == ["Set5", "Set14", "BSD100"]
+
+
+def test_data_root_without_the_layout_names_the_missing_folder(tmp_path):
+    root = tmp_path / "data"
+    (root / "train/T91/HR").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"train/BSD200/HR not found; the data root should hold"):
+        load_study_config(GPU_STUDY, [], data_root=root)
+    with pytest.raises(ConfigError, match="no such folder"):
+        load_trial_config(None, [], data_root=tmp_path / "absent")
+
+
+def test_gpu_study_without_data_root_says_to_give_it():
+    with pytest.raises(ConfigError, match=r"teacher checkpoint file not found: checkpoints/DVMSR\.pth .*--data-root"):
+        load_study_config(GPU_STUDY)
+
+
+def test_cli_data_root_errors_are_one_line(tmp_path):
+    for command in ("launch", "trial"):
+        args = [command, "--data-root", str(tmp_path / "absent"), "--workdir", str(tmp_path / "w")]
+        res = CliRunner().invoke(app, args + (["--config", str(GPU_STUDY)] if command == "launch" else []))
+        assert res.exit_code == 2, res.output
+        assert "error:" in res.output and "no such folder" in res.output and "Traceback" not in res.output
+
+
+# ---- the shipped config, on the shared data -------------------------------------------------------
+@pytest.mark.data
+def test_gpu_study_config_validates_on_the_shared_data(shared_data):
+    study = load_study_config(GPU_STUDY, [], data_root=shared_data)
+    trial = study.trial
+    assert study.name == "paper-study" and study.num_samples == 16 and study.max_concurrent == 4
+    assert (study.resources.cpu, study.resources.gpu) == (3, 0.25)
+    assert trial.teacher.checkpoint == (shared_data / "checkpoints" / "DVMSR.pth").resolve()
+    assert trial.data.benchmark_sets == ["Set5", "Set14", "BSD100"]
+    assert trial.data.val == [(shared_data / "benchmarks/Set5/HR").resolve()]
+    assert [str(c) for c in study.constraints] == ["params<=150000"]
+    assert study.asha.enabled and trial.val_interval * 2 <= study.asha.grace_period < trial.iterations
+    assert set(study.search_space) == {"student.rank", "alpha", "student.embed_dim", "student.n_groups",
+                                       "student.blocks_per_group", "optim.lr", "optim.schedule"}
+    assert study.search_space["optim.lr"].log and study.search_space["optim.schedule"].choices == ["step", "cosine"]
+    for key, spec in study.search_space.items():  # every end of every range is a trial this study can run
+        for _, value in spec.extremes():
+            assert study.trial_config({key: value}).model_dump(mode="json")  # raises if invalid
+    assert trial.student.param_count() <= 150_000  # the base trial (the paper's student) is inside the constraint
+
+
+@pytest.mark.data
+def test_one_tiny_trial_of_the_gpu_study_uses_the_dvmsr_checkpoint_as_live_teacher(tmp_path, shared_data):
+    t91_only = f"trial.data.train=[{shared_data.resolve() / 'train/T91/HR'}]"  # fewer images to downscale
+    study = load_study_config(GPU_STUDY, TINY_STUDY_TRIAL + [t91_only, f"workdir={tmp_path / 'study'}"],
+                              data_root=shared_data)
+    cfg = study.trial_config({"optim.schedule": "cosine", "optim.lr": 1e-3, "student.rank": 1, "alpha": 0.8})
+    workdir = tmp_path / "runs"
+    result = run_trial(cfg, workdir=workdir)
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["teacher_source"] == "checkpoint"
+    assert run.data.params["teacher.checkpoint"] == str(shared_data.resolve() / "checkpoints" / "DVMSR.pth")
+    assert result.metrics["teacher_params"] == 424_428 and "teacher_bank" not in run.data.tags  # live teacher
+    assert not list(workdir.glob(f"**/{WEIGHTS}"))  # no teacher trained or cached
+    assert 0 < result.metrics["Set5_psnr"] < 60 and 0 < result.metrics["val_psnr"] < 60
+    logged = [h.value for h in sorted(client.get_metric_history(result.run_id, "lr"), key=lambda h: h.step)]
+    assert logged == pytest.approx([lr_at(i, 1e-3, [], 0.5, schedule="cosine", warmup=1, total=4) for i in range(4)])
