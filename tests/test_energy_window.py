@@ -196,3 +196,30 @@ def test_benchmark_summary_from_synthetic_rows(tmp_path):
     for f in ("gpu_idle.json", "energy_samples", "trial_pids", "locks"):
         (tmp_path / f).touch()
     assert bench.missing_hooks(tmp_path, dict.fromkeys(bench.HOOK_METRICS, 1.0)) == []
+
+
+@pytest.mark.timeout(60)  # before the deferral, opening the window blocked here for good
+def test_a_window_due_while_another_is_queued_is_deferred_without_blocking(tmp_path, sim):
+    """Trials started together fall due together: the later one keeps training (no wait for
+    the lock) and opens its window at a later iteration once the other window has ended."""
+    import fcntl
+
+    other = GpuLock(tmp_path, UUID, owner="other")
+    settings = WindowSettings(min_iterations=2, min_seconds=0, start_fraction=0.1, sample_hz=50)
+    with TrialEnergySession(tmp_path, "late", sim, HANDLE, start_iteration=0, total_iterations=100,
+                            settings=settings, pids=[303]) as session:
+        assert (session.window_start, session.defer_until) == (10, 50)
+        fcntl.flock(other._intent_fd, fcntl.LOCK_EX)  # another trial's window has announced itself
+        t0 = time.perf_counter()
+        for it in range(10, 13):  # (after_iteration would step aside for that window, blocking here)
+            session.before_iteration(it)
+            assert session._window is None
+        assert time.perf_counter() - t0 < 2.0 and session.deferred_iterations == 3
+        fcntl.flock(other._intent_fd, fcntl.LOCK_UN)  # that window is over
+        session.before_iteration(13)
+        assert session._window is not None  # ours opens now
+        session.after_iteration(13)
+        session.before_iteration(14)
+        session.after_iteration(14)
+        assert session.window_done
+    other.close()

@@ -39,6 +39,7 @@ class WindowSettings:
     min_iterations: int = 20
     min_seconds: float = 5.0
     start_fraction: float = 0.1  # open the window after this share of the trial's iterations (warm-up)
+    defer_fraction: float = 0.4  # while another window is open or queued, defer ours up to this share
     sample_hz: float = 10.0
 
 
@@ -60,6 +61,7 @@ class TrialEnergySession:
         self._segments: list[WindowResult] = []
         self._window_s = 0.0  # host seconds inside window segments so far
         self.window_done = False
+        self.deferred_iterations = 0  # iterations the window waited for another trial's window
 
     @classmethod
     def for_device(cls, device, workdir, trial: str, **kwargs) -> "TrialEnergySession":
@@ -78,6 +80,7 @@ class TrialEnergySession:
         opened): the window opens after ``start_fraction`` of the iterations left."""
         span = self.total_iterations - start_iteration
         self.window_start = start_iteration + int(span * self.settings.start_fraction)
+        self.defer_until = self.window_start + int(span * self.settings.defer_fraction)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -100,14 +103,22 @@ class TrialEnergySession:
     # ---------------------------------------------------------------- per iteration
 
     def before_iteration(self, it: int) -> None:
-        """Open (or resume) the exclusive window when it is due."""
-        if not self.window_done and self._window is None and it >= self.window_start:
-            s = self.settings
-            self._window = ExclusiveWindow(self.lock, self.api, self.handle, synchronize=self.synchronize,
-                                           min_iterations=1, min_seconds=0, hold=self.hold,
-                                           sample_hz=s.sample_hz, label="energy_window")
-            self._window.open()
-            self._t_segment = time.perf_counter()
+        """Open (or resume) the exclusive window when it is due.
+
+        Trials started together fall due together; queueing behind another trial's window
+        would stall this one for that window's length (calibration overhead). So while
+        another window is open or queued, ours is deferred, without blocking, to a later
+        iteration (at most ``defer_fraction`` of the run); after that it queues."""
+        if self.window_done or self._window is not None or it < self.window_start:
+            return
+        if it < self.defer_until and not self._segments and self.lock.writer_waiting():
+            self.deferred_iterations += 1
+            return
+        self._window = ExclusiveWindow(self.lock, self.api, self.handle, synchronize=self.synchronize,
+                                       min_iterations=1, min_seconds=0, hold=self.hold,
+                                       sample_hz=self.settings.sample_hz, label="energy_window")
+        self._window.open()
+        self._t_segment = time.perf_counter()
 
     def after_iteration(self, it: int, *, boundary: bool = False) -> None:
         """Count the iteration; close the window when satisfied, pause it at a boundary, else yield to writers.
