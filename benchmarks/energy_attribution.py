@@ -92,6 +92,9 @@ def trial_row(trial_id: str, config: dict, shared: dict[str, float], shared_tags
         "energy_window_wait_s": shared.get("energy_window_wait_s"),
         "gpu_lock_blocked_s": shared.get("gpu_lock_blocked_s"),
         "alone_window_vs_whole_run_dev": alone.get("gpu_energy_window_vs_whole_run_dev"),
+        # what can move joules per iteration between two windows of the same work: speed and heat
+        **{f"{side}_window_{key}": m.get(f"energy_window_{key}") for side, m in (("shared", shared), ("alone", alone))
+           for key in ("iterations_per_s", "temp_start_c", "temp_end_c")},
     }
 
 

@@ -178,7 +178,8 @@ class TrialConfig(_Model):
     val_interval: int = Field(250, ge=1)
     checkpoint_interval: int = Field(250, ge=1)
     seed: int = 0
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "tf32", "bf16"] = Field(
+        "fp32", description="training numerics: fp32; tf32 (fp32 with TensorFloat-32 matmuls on CUDA); bf16 autocast")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     scan_backend: str | None = Field(None, description="None: automatic (logged); chunked, cuda, reference")
     data: DataConfig = Field(default_factory=DataConfig)

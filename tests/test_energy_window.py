@@ -45,6 +45,7 @@ def test_window_runs_alone_while_a_reader_steps_aside(actors, sim, tmp_path):
     assert syncs.count("edge") == 2 and syncs[0] == "hold"  # synchronized before stepping out and at both edges
     assert res.energy_source == "counter" and res.energy_per_iter_j == res.energy_j / res.iterations
     assert res.energy_j == pytest.approx(322.0 * res.seconds, rel=0.1)
+    assert res.temp_start_c == res.temp_end_c == pytest.approx(30.0 + 32.2)  # logged at both edges
     others = [e["t"] for e in actors.events("other", "iter")]
     assert others and not any(steps[0] <= t <= steps[-1] for t in others)  # it had the GPU alone
     (grant,) = [w for w in read_waits(tmp_path) if w["label"] == "energy_window"]
@@ -55,13 +56,15 @@ def test_window_short_or_unmeasurable_says_why(tmp_path, sim):
     with GpuLock(tmp_path, UUID) as lock:
         short = run_exclusive_window(lambda: None, lock, sim, HANDLE, min_iterations=20, min_seconds=0,
                                      max_iterations=3)
-        blind = SimulatedNvml.create(tmp_path / "blind.json", uuid=UUID, energy_counter=False, power=False)
+        blind = SimulatedNvml.create(tmp_path / "blind.json", uuid=UUID, energy_counter=False, power=False,
+                                     temperature=False)
         none = run_exclusive_window(lambda: None, lock, blind, HANDLE, min_iterations=2, min_seconds=0)
         m, t = inference_energy_per_image(lambda: None, lock, blind, HANDLE, min_images=2, min_seconds=0)
         m_ok, t_ok = inference_energy_per_image(lambda: time.sleep(0.01), lock, sim, HANDLE, min_images=5,
                                                 min_seconds=0.05)
     assert not short.complete and short.iterations == 3 and "only 3 iterations left" in short.reason
     assert none.energy_j is None and none.energy_per_iter_j is None and "not supported" in none.reason
+    assert short.temp_start_c is not None and none.temp_start_c is None and none.temp_end_c is None
     assert m == {} and "not supported" in t["inference_energy_unavailable_reason"]
     assert m_ok["gpu_inference_energy_per_image_j"] > 0 and t_ok == {}
 
@@ -76,6 +79,10 @@ def test_objective_is_exclusive_joules_per_iteration_times_iterations():
     assert m["gpu_energy_per_iter_j"] == 5.0 and m["gpu_energy_j"] == 300 * 5.0 + 25.0
     assert m["gpu_energy_whole_run_j"] == 4200.0 and m["gpu_energy_teacher_share_j"] == 25.0
     assert m["energy_window_wait_s"] == 0.3 and "gpu_energy_window_vs_whole_run_dev" not in m
+    assert m["energy_window_iterations_per_s"] == pytest.approx(40 / 6.0)
+    assert "energy_window_temp_start_c" not in m  # not read: absent, not 0
+    warm = WindowResult(iterations=40, seconds=6.0, energy_j=200.0, wait_s=0.3, temp_start_c=55.0, temp_end_c=58.0)
+    assert trial_energy(window=warm, iterations=300)[0]["energy_window_temp_end_c"] == 58.0
     assert t == {"energy_method": "exclusive_window", "energy_window_s": "6.000", "energy_window_iterations": "40",
                  "energy_window_complete": "true"}
     # alone all along: the whole-run counter is the objective, and the window is checked against it

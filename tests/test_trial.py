@@ -302,3 +302,28 @@ def test_teacher_bank_is_computed_once_shared_by_trials_and_rebuilt_when_corrupt
     third = run_trial(cfg.model_copy(update={"alpha": 0.3}), workdir=workdir)
     assert tags_of(third)["teacher_bank_source"] == "built" and "corrupt" in caplog.text
     assert np.array_equal(np.load(bank_path), targets)
+
+
+def test_tf32_precision_turns_tf32_matmuls_on_only_inside_the_step():
+    """`precision: tf32` = fp32 tensors with TF32 matmuls on CUDA, inside the training step only
+    (validation and benchmarks stay exact fp32); the process's flag is restored, also on error;
+    on a CPU it is plain fp32."""
+    from srstudy.trials.loop import autocast
+
+    cfg = load_trial_config(None, ["precision=tf32"])
+    assert cfg.precision == "tf32"
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with autocast(torch.device("cuda"), "tf32"):
+            assert torch.backends.cuda.matmul.allow_tf32 is True
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+        with pytest.raises(RuntimeError, match="boom"):
+            with autocast(torch.device("cuda"), "tf32"):
+                raise RuntimeError("boom")
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+        with autocast(torch.device("cpu"), "tf32"):
+            assert torch.backends.cuda.matmul.allow_tf32 is False
+            assert not torch.is_autocast_enabled("cpu")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before

@@ -113,10 +113,29 @@ def load_training_checkpoint(path: Path, model, optimizer, device: torch.device)
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast on request; fp32 is a no-op context."""
+    """The training step's numerics: ``fp32`` plain float32 (a no-op context); ``tf32`` float32
+    tensors with TensorFloat-32 tensor-core matmuls on CUDA (10-bit mantissa products, fp32
+    accumulate: the matmuls that run as fp32 SIMT kernels otherwise); ``bf16`` autocast.
+
+    Why a context and not a global switch: validation, benchmarks and latency run outside it
+    in exact fp32, whatever the trial trained in. On a CPU ``tf32`` is plain fp32.
+    """
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision == "tf32" and device.type == "cuda":
+        return _tf32_matmuls()
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _tf32_matmuls():
+    """TF32 matmuls inside the block; the process's setting is restored after it."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def train(

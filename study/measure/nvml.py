@@ -191,6 +191,12 @@ class NvmlApi:
         """Total energy counter since driver load (mJ), or None when unsupported."""
         return self._soft(self.nv.nvmlDeviceGetTotalEnergyConsumption, handle)
 
+    def temperature_c(self, handle) -> float | None:
+        """GPU die temperature (°C), or None when unsupported: logged with energy windows, since a
+        hotter GPU draws more leakage power for the same work."""
+        t = self._soft(self.nv.nvmlDeviceGetTemperature, handle, self.nv.NVML_TEMPERATURE_GPU)
+        return None if t is None else float(t)
+
     def instant_power_w(self, handle) -> float | None:
         """Instantaneous board power (W) from field ``NVML_FI_DEV_POWER_INSTANT``, or None."""
         values = self._soft(self.nv.nvmlDeviceGetFieldValues, handle, [self.nv.NVML_FI_DEV_POWER_INSTANT])

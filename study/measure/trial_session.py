@@ -169,7 +169,8 @@ class TrialEnergySession:
                             energy_j=None if any(e is None for e in energies) else sum(energies),
                             wait_s=sum(r.wait_s for r in segs), energy_source=segs[-1].energy_source,
                             complete=complete, reason="; ".join(dict.fromkeys(reasons)) or None,
-                            shared_processes=max((r.shared_processes or 0) for r in segs))
+                            shared_processes=max((r.shared_processes or 0) for r in segs),
+                            temp_start_c=segs[0].temp_start_c, temp_end_c=segs[-1].temp_end_c)
 
     # ---------------------------------------------------------------- results
 

@@ -46,6 +46,8 @@ class WindowResult:
     complete: bool = True  # reached min_iterations and min_seconds
     reason: str | None = None
     shared_processes: int | None = None  # other compute processes present (paused) at the edges
+    temp_start_c: float | None = None  # GPU temperature when the window opened (leakage power grows with it)
+    temp_end_c: float | None = None  # ... and when it closed
 
     @property
     def energy_per_iter_j(self) -> float | None:
@@ -96,6 +98,7 @@ class ExclusiveWindow:
             self._meter = NvmlEnergyMeter(self.api, self.handle, sample_hz=self.sample_hz, idle_baseline_s=0,
                                           synchronize=self.synchronize)
             self._meter.start()
+            self._temp0 = _temperature_c(self.api, self.handle)
         except BaseException:
             stack.close()
             raise
@@ -122,6 +125,7 @@ class ExclusiveWindow:
         complete = self.satisfied
         try:
             res: EnergyResult = self._meter.stop()
+            temp1 = _temperature_c(self.api, self.handle)
         finally:
             stack.close()
         reason = res.reason if res.energy_j is None else None
@@ -131,7 +135,14 @@ class ExclusiveWindow:
             reason = f"{reason}; {note}" if reason else note
         return WindowResult(iterations=self.iterations, seconds=res.seconds, energy_j=res.energy_j,
                             wait_s=self._grant.wait_s, energy_source=res.energy_source, complete=complete,
-                            reason=reason, shared_processes=res.shared_processes)
+                            reason=reason, shared_processes=res.shared_processes,
+                            temp_start_c=self._temp0, temp_end_c=temp1)
+
+
+def _temperature_c(api, handle) -> float | None:
+    """The GPU's temperature (°C) where the NVML layer can read it, else None (never a guess)."""
+    read = getattr(api, "temperature_c", None)
+    return None if read is None else read(handle)
 
 
 def run_exclusive_window(step: Callable[[], None], lock: GpuLock, api, handle, *,
@@ -194,6 +205,12 @@ def trial_energy(*, window: WindowResult | None, iterations: int, whole_run: Ene
                     energy_window_iterations=str(window.iterations),
                     energy_window_complete=str(window.complete).lower())
         metrics["energy_window_wait_s"] = window.wait_s
+        if window.seconds:
+            metrics["energy_window_iterations_per_s"] = window.iterations / window.seconds
+        for key, value in (("energy_window_temp_start_c", window.temp_start_c),
+                           ("energy_window_temp_end_c", window.temp_end_c)):
+            if value is not None:
+                metrics[key] = value
         if per_iter_window is not None:
             metrics["gpu_energy_window_per_iter_j"] = per_iter_window
 

@@ -54,11 +54,11 @@ class SimulatedNvml:
     def create(cls, state_path: str | os.PathLike, *, uuid: str = "GPU-5140a7ed-0000-4000-8000-000000000001",
                name: str = "Simulated H200", idle_w: float = 120.0, energy_counter: bool = True,
                power: bool = True, process_list: bool = True, process_util: bool = True,
-               clock: Callable[[], float] = time.time) -> "SimulatedNvml":
+               temperature: bool = True, clock: Callable[[], float] = time.time) -> "SimulatedNvml":
         """Write a fresh GPU state file and return an adapter on it."""
         state = {"uuid": uuid, "name": name, "idle_w": idle_w, "energy_mj": 0.0, "t_last": clock(),
                  "supports": {"energy_counter": energy_counter, "power": power, "process_list": process_list,
-                              "process_util": process_util},
+                              "process_util": process_util, "temperature": temperature},
                  "procs": {}, "pid_reads": 0, "power_reads_while_busy": 0}
         Path(state_path).write_text(json.dumps(state))
         return cls(state_path, clock=clock)
@@ -132,6 +132,11 @@ class SimulatedNvml:
             if set(map(int, s["procs"])) - self.own_pids:
                 s["power_reads_while_busy"] += 1
             return self._power(s)
+
+    def temperature_c(self, handle) -> float | None:
+        """A simple thermal model: 30 °C plus 0.1 °C a watt drawn."""
+        with self._state(write=False) as s:
+            return 30.0 + self._power(s) / 10.0 if s["supports"].get("temperature", True) else None
 
     def average_power_w(self, handle) -> float | None:
         return None  # the simulated GPU answers the instant-power field only
