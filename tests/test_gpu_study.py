@@ -3,7 +3,9 @@ schedules it searches, `--data-root`, the config itself, and one tiny trial of i
 from the official DVMSR checkpoint (no teacher trained)."""
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -136,7 +138,7 @@ def test_cli_data_root_errors_are_one_line(tmp_path):
 def test_gpu_study_config_validates_on_the_shared_data(shared_data):
     study = load_study_config(GPU_STUDY, [], data_root=shared_data)
     trial = study.trial
-    assert study.name == "paper-study" and study.num_samples == 16 and study.max_concurrent == 4
+    assert study.name == "paper-study" and study.num_samples == 22 and study.max_concurrent == 4 and trial.precision == "tf32"
     assert (study.resources.cpu, study.resources.gpu) == (3, 0.25)
     assert trial.teacher.checkpoint == (shared_data / "checkpoints" / "DVMSR.pth").resolve()
     assert trial.data.benchmark_sets == ["Set5", "Set14", "BSD100"]
@@ -169,3 +171,33 @@ def test_one_tiny_trial_of_the_gpu_study_uses_the_dvmsr_checkpoint_as_live_teach
     assert 0 < result.metrics["Set5_psnr"] < 60 and 0 < result.metrics["val_psnr"] < 60
     logged = [h.value for h in sorted(client.get_metric_history(result.run_id, "lr"), key=lambda h: h.step)]
     assert logged == pytest.approx([lr_at(i, 1e-3, [], 0.5, schedule="cosine", warmup=1, total=4) for i in range(4)])
+
+
+def test_study_state_carries_everything_but_finished_trials_checkpoints(tmp_path):
+    """Between device sittings the study folder travels without the checkpoints of trials that
+    finished with nothing left to do; running trials and ones with missing steps keep theirs,
+    and the folder comes back at its recorded absolute path (Tune's experiment names it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "study_state", Path(__file__).resolve().parents[1] / "benchmarks" / "gpu" / "study_state.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ws = tmp_path / "study"
+    for tid, record in (("done", {"missing_steps": []}), ("partial", {"missing_steps": ["latency_ms"]}),
+                        ("running", None)):
+        (ws / "trials" / tid).mkdir(parents=True)
+        (ws / "trials" / tid / "checkpoint.pth").write_bytes(b"weights")
+        if record is not None:
+            (ws / "trials" / tid / "result.json").write_text(json.dumps(record))
+    (ws / "study.json").write_text("{}")
+    (ws / "mlflow.db").write_bytes(b"sqlite")
+    (ws / "launch.lock").write_text("pid 1")
+    summary = mod.pack(ws, tmp_path / "out" / "state.tgz")
+    assert summary["dropped_checkpoints"] == ["study/trials/done/checkpoint.pth"]
+    shutil.rmtree(ws)
+    assert mod.unpack(tmp_path / "out" / "state.tgz") == ws
+    assert (ws / "mlflow.db").read_bytes() == b"sqlite" and not (ws / "launch.lock").exists()
+    assert not (ws / "trials" / "done" / "checkpoint.pth").exists()
+    assert (ws / "trials" / "done" / "result.json").exists()
+    assert (ws / "trials" / "partial" / "checkpoint.pth").exists() and (ws / "trials" / "running" / "checkpoint.pth").exists()

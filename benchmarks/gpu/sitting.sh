@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# One device sitting on the lent H200 for issues 15, 16 and 17, run in the background
+# (setsid nohup) and polled: the training steps vs the mamba_ssm reference in fp32 / tf32 / bf16
+# (issue 15), the energy attribution study (issue 17), the recipe student at tf32 (issue 15),
+# then the GPU study (issue 16) until END_AT, when it is stopped and its state packed to come
+# back (benchmarks/gpu/study_state.py) and resume at the next sitting.
+#
+# Before: the data root at /tmp/devdata (train/{T91,BSD200}/HR, benchmarks/{Set5,Set14}/HR,
+# checkpoints/DVMSR.pth), the Ray/Optuna/MLflow bundle installed (/tmp/site on PYTHONPATH),
+# mamba-ssm's wheel parts in /tmp/wheels (built by build_mamba_ssm.sh), a packed study state
+# in /tmp/state/gpu_study_state.tgz when resuming.
+#   END_AT=$(( $(date +%s) + 1200 )) STAGES="step energy recipe study" \
+#     setsid nohup bash benchmarks/gpu/sitting.sh > /tmp/sitting.log 2>&1 &
+# Results land in /tmp/out (r/*.json and logs, results.tgz, gpu_study_state.tgz, DONE).
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+O=${O:-/tmp/out}; R=$O/r; mkdir -p "$R"
+DATA=${DATA:-/tmp/devdata}; W=${W:-/tmp/gpu_study}
+STAGES=${STAGES:-"step energy recipe study"}
+END_AT=${END_AT:-$(( $(date +%s) + 1200 ))}
+t0=$(date +%s); el() { echo "[t=$(( $(date +%s) - t0 ))s] $*" | tee -a "$R/timeline.txt"; }
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv \
+  > "$R/smi.txt" 2>&1
+
+if has step; then
+  el "mamba-ssm from its wheel"
+  w=$(cat /tmp/wheels/mamba_ssm_wheel_name.txt) && cat /tmp/wheels/mamba_ssm_whl.part_* > "/tmp/$w" \
+    && python3 -m pip install -q --no-deps "/tmp/$w" > "$R/mamba_install.log" 2>&1
+  python3 -c "import mamba_ssm; print('mamba_ssm', mamba_ssm.__version__)" 2>&1 | tee -a "$R/timeline.txt"
+  el "training steps vs the reference (fp32, tf32, bf16)"
+  python3 benchmarks/bench_train_step.py --backends triton,cuda --precisions fp32,tf32,bf16 --repeats 10 --warmup 3 \
+    --out "$R/train_step_h200.json" > "$R/train_step.log" 2>&1
+  grep -E "^(triton|cuda|reference)/|ratio\"|Error" "$R/train_step.log" | head -40
+  python3 -m pip uninstall -q -y mamba_ssm > /dev/null 2>&1  # srstudy's side runs without it from here on
+fi
+if has energy; then
+  el "energy attribution (4 trials at 0.25 GPU, then each alone)"
+  python3 benchmarks/energy_attribution.py --workdir /tmp/ea --out "$R/energy_attribution_h200.json" \
+    --set "trial.data.train=[$DATA/train/T91/HR]" --set "trial.data.val=[$DATA/benchmarks/Set5/HR]" \
+    --set trial.energy_window.min_seconds=8 > "$R/energy.log" 2>&1
+  tail -5 "$R/energy.log"
+fi
+if has recipe; then
+  el "recipe student, alpha 0, tf32"
+  python3 benchmarks/paper_recipe_trial.py --data-root "$DATA" --workdir /tmp/recipe --out "$R/recipe_trial_h200.json" \
+    --set alpha=0 --set precision=tf32 --sets Set5,Set14 > "$R/recipe.log" 2>&1
+  tail -3 "$R/recipe.log"
+fi
+if has study; then
+  if [[ -f /tmp/state/gpu_study_state.tgz && ! -d "$W" ]]; then
+    el "unpacking the study state"; python3 benchmarks/gpu/study_state.py unpack /tmp/state/gpu_study_state.tgz
+  fi
+  el "GPU study until $(date -d @"$END_AT" +%T)"
+  srstudy launch --config benchmarks/configs/gpu_study.yaml --data-root "$DATA" --workdir "$W" --resume \
+    >> "$R/study.log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2> /dev/null && (( $(date +%s) < END_AT )); do sleep 5; done
+  if kill -0 "$pid" 2> /dev/null; then
+    el "deadline: SIGINT to the launcher (Tune saves its experiment state)"
+    kill -INT "$pid"
+    for _ in $(seq 60); do kill -0 "$pid" 2> /dev/null || break; sleep 1; done
+    kill -0 "$pid" 2> /dev/null && { el "still running: kill -9"; kill -9 "$pid"; }
+  fi
+  wait "$pid"; el "launcher exit $?"
+  ray stop --force > /dev/null 2>&1
+  python3 benchmarks/gpu/study_state.py pack "$W" "$O/gpu_study_state.tgz" | tee -a "$R/timeline.txt"
+fi
+el "done"
+tar czf "$O/results.tgz" -C "$O" r
+touch "$O/DONE"
