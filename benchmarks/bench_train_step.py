@@ -113,7 +113,7 @@ def main() -> None:
         from srstudy.models import scan_triton
 
         report["triton"] = triton.__version__
-        report["triton_scan_tiles"] = {k: list(v) for k, v in scan_triton.CONFIG.items()}
+        report["triton_scan_tiles"] = {k: list(v) if isinstance(v, tuple) else v for k, v in scan_triton.CONFIG.items()}
     except ImportError:
         report["triton"] = None
     try:

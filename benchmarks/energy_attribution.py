@@ -4,8 +4,12 @@
    (benchmarks/configs/energy_attribution.yaml: bundled photos, short trials). Each trial
    measures its energy per iteration in an exclusive window; the launcher takes the idle
    baseline first and samples the GPU for attribution.
-2. **Alone:** each finished trial's configuration is run again by itself (no Ray), so its
-   whole-run counter is its own energy.
+2. **Alone:** each finished trial's configuration is run again by itself, so its whole-run
+   counter is its own energy. `--alone ray` (the default) runs it as a Ray task with the
+   study's per-trial resources (CPUs, GPU fraction: the same worker environment, thread
+   counts included, as a trial of the study), so only the sharing differs; `--alone process`
+   runs it in this process (no Ray); `--alone both` runs both and reports the Ray one as the
+   headline, the other beside it (`alone_process_*`).
 3. **Report** (`--out`, e.g. benchmarks/results/energy_attribution_h200.json):
    * `trials_sharing_gpu`: most trials registered on the GPU at one moment (goal ≥ 4);
    * `attributed_over_measured_total`: Σ gpu_energy_attributed_j ÷ the GPU's counter energy
@@ -50,6 +54,34 @@ HOOK_FILES = {"gpu_idle.json": "launcher: idle baseline (§1)", "energy_samples"
               "trial_pids": "trial: PID registration (§3)", "locks": "trial: GPU lock (§2)"}
 GOALS = {"trials_sharing_gpu": ">= 4", "attributed_over_measured_total": "1 +- 0.05",
          "max_shared_vs_alone_energy_per_iter_dev": "<= 0.10", "calibration_overhead": "<= 0.05"}
+
+
+# --------------------------------------------------------------------------- alone runs (tested on CPU)
+
+
+def alone_runner(via: str, *, cpus: float, gpu_fraction: float):
+    """A function ``(cfg, **run_trial_kwargs) -> TrialResult`` running one trial alone.
+
+    ``via="ray"``: a Ray task asking for the study's per-trial resources, so the trial runs
+    in the same kind of worker as in the study (Ray sets its CUDA device and CPU thread
+    counts); ``via="process"``: :func:`run_trial` in this process. Ray is started on
+    127.0.0.1 on first use when it is not running.
+    """
+    from srstudy.trials.distill import run_trial  # noqa: PLC0415
+
+    if via == "process":
+        return run_trial
+    if via != "ray":
+        raise ValueError(f"--alone must be ray, process or both, not {via!r}")
+    from srstudy import ray_api  # noqa: PLC0415
+
+    def run(cfg, **kwargs):
+        if not ray_api.is_initialized():
+            ray_api.init_local()
+        task = ray_api.remote(run_trial, num_cpus=cpus, num_gpus=gpu_fraction, max_retries=0)
+        return ray_api.get(task.remote(cfg, **kwargs))
+
+    return run
 
 
 # --------------------------------------------------------------------------- arithmetic (tested on CPU)
@@ -157,12 +189,13 @@ def main() -> None:  # pragma: no cover - needs a GPU
     from srstudy.measure.attribution import load_trial_pids, read_samples
     from srstudy.measure.study_session import study_results
     from srstudy.workdir import StudyDir
-    from srstudy.trials.distill import run_trial
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="study YAML")
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--alone", choices=["ray", "process", "both"], default="ray",
+                    help="how each configuration runs alone (see the module docstring)")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="study override key=value, e.g. 'trial.data.train=[/data/T91]' (repeatable)")
     args = ap.parse_args()
@@ -191,16 +224,28 @@ def main() -> None:  # pragma: no cover - needs a GPU
     per_trial_att, totals, att_tags = study_results(study_dir, uuids)
     spans = [(r["started_at"], r["ended_at"]) for r in load_trial_pids(study_dir) if r.get("ended_at")]
 
-    alone_uri = StudyDir(work / "alone").create().tracking_uri
+    vias = ["ray", "process"] if args.alone == "both" else [args.alone]
+    runners = {v: alone_runner(v, cpus=study.resources.cpu, gpu_fraction=study.resources.gpu) for v in vias}
     rows = []
     for r in done:
         tid = r["trial_id"]
         params = {k: r[k] for k in study.search_space}
-        alone = run_trial(study.trial_config(params), workdir=work / "alone", tracking_uri=alone_uri,
-                          trial_dir=work / "alone" / tid, teacher_cache=StudyDir(study_dir).teachers, run_name=f"alone-{tid}")
-        alone_tags = MlflowClient(tracking_uri=alone_uri).get_run(alone.run_id).data.tags
-        rows.append(trial_row(tid, params, runs[tid].metrics, runs[tid].tags,
-                              per_trial_att.get(tid, {}).get("gpu_energy_attributed_j"), alone.metrics, alone_tags))
+        alone_runs = {}
+        for via, runner in runners.items():
+            where = work / f"alone-{via}"
+            uri = StudyDir(where).create().tracking_uri
+            res = runner(study.trial_config(params), workdir=where, tracking_uri=uri, trial_dir=where / tid,
+                         teacher_cache=StudyDir(study_dir).teachers, run_name=f"alone-{via}-{tid}")
+            alone_runs[via] = (res.metrics, MlflowClient(tracking_uri=uri).get_run(res.run_id).data.tags)
+        head, *rest = vias
+        row = trial_row(tid, params, runs[tid].metrics, runs[tid].tags,
+                        per_trial_att.get(tid, {}).get("gpu_energy_attributed_j"), *alone_runs[head])
+        row["alone_via"] = head
+        for via in rest:  # the same configuration alone another way, beside the headline
+            other = trial_row(tid, params, runs[tid].metrics, runs[tid].tags, None, *alone_runs[via])
+            row.update({k.replace("alone_", f"alone_{via}_", 1): v for k, v in other.items() if k.startswith("alone_")})
+            row[f"shared_vs_alone_{via}_energy_per_iter_dev"] = other["shared_vs_alone_energy_per_iter_dev"]
+        rows.append(row)
         print(json.dumps(rows[-1]), flush=True)
 
     out = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,

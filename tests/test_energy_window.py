@@ -230,3 +230,36 @@ def test_a_window_due_while_another_is_queued_is_deferred_without_blocking(tmp_p
         session.after_iteration(14)
         assert session.window_done
     other.close()
+
+
+def test_alone_runs_through_ray_like_a_study_trial_and_in_process_train_the_same_student(tmp_path):
+    """The benchmark's control runs each configuration alone; via Ray it runs in a worker with
+    the study's per-trial resources (the same environment as in the study), in process without
+    Ray. Same config and seed: the same student, each in its own MLflow run."""
+    import json as _json
+
+    import ray
+    from mlflow import MlflowClient
+
+    from srstudy.config import load_trial_config
+    from srstudy.workdir import StudyDir
+    from tiny import TINY_TRIAL, write_yaml
+
+    bench = _benchmark_module()
+    cfg = load_trial_config(write_yaml(tmp_path / "t.yaml", _json.loads(_json.dumps(TINY_TRIAL))))
+    results = {}
+    try:
+        for via in ("ray", "process"):
+            where = tmp_path / via
+            uri = StudyDir(where).create().tracking_uri
+            run = bench.alone_runner(via, cpus=1, gpu_fraction=0)
+            res = run(cfg, workdir=where, tracking_uri=uri, trial_dir=where / "t", run_name=f"alone-{via}")
+            results[via] = (res, MlflowClient(tracking_uri=uri).get_run(res.run_id))
+        assert ray.is_initialized()  # the Ray one really went through Ray
+    finally:
+        ray.shutdown()
+    (r_ray, run_ray), (r_proc, run_proc) = results["ray"], results["process"]
+    assert run_ray.info.status == run_proc.info.status == "FINISHED" and run_ray.info.run_name == "alone-ray"
+    assert r_ray.metrics["val_psnr"] == pytest.approx(r_proc.metrics["val_psnr"], abs=1e-3)
+    with pytest.raises(ValueError, match="ray, process or both"):
+        bench.alone_runner("threads", cpus=1, gpu_fraction=0)

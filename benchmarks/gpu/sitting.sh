@@ -38,7 +38,7 @@ if has energy; then
   el "energy attribution (4 trials at 0.25 GPU, then each alone)"
   python3 benchmarks/energy_attribution.py --workdir /tmp/ea --out "$R/energy_attribution_h200.json" \
     --set "trial.data.train=[$DATA/train/T91/HR]" --set "trial.data.val=[$DATA/benchmarks/Set5/HR]" \
-    --set trial.energy_window.min_seconds=8 > "$R/energy.log" 2>&1
+    --set trial.energy_window.min_seconds=8 --alone both > "$R/energy.log" 2>&1
   tail -5 "$R/energy.log"
 fi
 if has recipe; then
