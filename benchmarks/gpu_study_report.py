@@ -22,7 +22,8 @@ and writes:
     python benchmarks/gpu_study_report.py --workdir W [--data-root DIR] \
         --out benchmarks/results/gpu_study_h200.json \
         [--best-checkpoint benchmarks/results/gpu_study_best_student.pth] \
-        [--front-png benchmarks/results/gpu_study_front.png] [--device auto|cpu|cuda] [--no-export]
+        [--front-png benchmarks/results/gpu_study_front.png] [--device auto|cpu|cuda] [--no-export] \
+        [--export-dir DIR]   # keep model.onnx and export.json (default: a temporary folder)
 
 The study's store is only read: nothing is logged to its runs.
 """
