@@ -201,3 +201,118 @@ def test_study_state_carries_everything_but_finished_trials_checkpoints(tmp_path
     assert not (ws / "trials" / "done" / "checkpoint.pth").exists()
     assert (ws / "trials" / "done" / "result.json").exists()
     assert (ws / "trials" / "partial" / "checkpoint.pth").exists() and (ws / "trials" / "running" / "checkpoint.pth").exists()
+
+
+# ---- the study's report (benchmarks/gpu_study_report.py) ------------------------------------------
+REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_study_report.py"
+TINY_REPORT_STUDY = TINY_STUDY_TRIAL + [  # 6 tiny trials, 2 at a time on CPU; ASHA at iteration 2
+    "trial.val_interval=2", "trial.data.benchmark_sets=[Set5,Set14]",
+    "search_space={student.embed_dim: {type: categorical, choices: [8, 16]}, "
+    "student.rank: {type: int, low: 1, high: 2}, alpha: {type: float, low: 0.0, high: 1.0}}",
+    "constraints=['params <= 15540']",  # skips the 16-dim rank-2 students (15,568 params) before training
+    "num_samples=6", "max_concurrent=2", "resources={cpu: 1, gpu: 0}", "seed=0",
+    "asha={enabled: true, grace_period: 2, reduction_factor: 2}",
+]
+LAUNCHER_STATUS = {"done": "finished", "pruned": "pruned", "skipped": "skipped", "error": "failed"}
+
+
+def _report_module(monkeypatch):
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(REPORT.parent))  # it imports paper_recipe_trial's bicubic numbers
+    spec = importlib.util.spec_from_file_location("gpu_study_report", REPORT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_report_status_of_a_trial_follows_its_run_then_tunes_record(monkeypatch):
+    status = _report_module(monkeypatch).trial_status
+    assert status("FINISHED", False, "TERMINATED", {"final": True}) == "finished"
+    assert status("KILLED", True, "TERMINATED", {"final": False}) == "pruned"  # tagged pruned=true by the launcher
+    assert status("KILLED", False, "TERMINATED", {"final": False, "iteration": 1000}) == "pruned"  # not tagged yet
+    assert status(None, False, "TERMINATED", {"final": True, "constraint_violated": True}) == "skipped"
+    assert status("FAILED", False, "ERROR", {}) == "failed" and status(None, False, "ERROR", {}) == "failed"
+    assert status("RUNNING", False, "RUNNING", {"iteration": 250}) == "running"
+    assert status("KILLED", False, "PAUSED", {}) == "running"  # stopped at a sitting's deadline, resumes
+    assert status(None, False, "PENDING", {}) == "running"
+
+
+@pytest.mark.data
+def test_report_of_a_tiny_gpu_study_on_cpu(tmp_path, shared_data):
+    """A real tiny study of the GPU study's config (Ray, Optuna, MLflow, the DVMSR teacher),
+    then the report script on its folder: every trial has a row, the best student is the
+    full-budget trial with the highest Set5 PSNR, its checkpoint loads and `srstudy eval` scores
+    it as its run did, the front is `srstudy pareto`'s, nothing unmeasured is 0."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from srstudy.launch import launch
+    from srstudy.models.dvmsr import DVMSR, DVMSRConfig
+
+    workdir = tmp_path / "study"
+    t91_only = f"trial.data.train=[{shared_data.resolve() / 'train/T91/HR'}]"
+    study = load_study_config(GPU_STUDY, TINY_REPORT_STUDY + [t91_only, f"workdir={workdir}"], data_root=shared_data)
+    launched = launch(study)
+    out, pth, png = tmp_path / "r" / "report.json", tmp_path / "r" / "best.pth", tmp_path / "r" / "front.png"
+    proc = subprocess.run([sys.executable, str(REPORT), "--workdir", str(workdir), "--data-root", str(shared_data),
+                           "--out", str(out), "--best-checkpoint", str(pth), "--front-png", str(png), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = report["trials"]
+
+    # every trial Tune sampled has one row, with the launcher's own verdict
+    launcher = {r["trial_id"]: LAUNCHER_STATUS[r["status"]] for r in launched.rows}
+    assert {r["trial_id"]: r["status"] for r in rows} == launcher and len(rows) == study.num_samples
+    assert {"finished", "skipped"} <= set(launcher.values())
+    c = report["counts"]
+    assert (c["sampled"], c["skipped"], c["pruned"]) == (6, sum(s == "skipped" for s in launcher.values()),
+                                                         sum(s == "pruned" for s in launcher.values()))
+    assert c["trained"] == c["sampled"] - c["skipped"] and c["full_budget"] == c["finished"]
+    for r in rows:
+        assert set(r["config"]) == set(study.search_space)
+        if r["status"] == "skipped":
+            assert r["run_id"] is None and r["params"] == 15_568 and r["iterations"] == 0 and r["Set5_psnr"] is None
+        if r["status"] == "pruned":
+            assert r["run_id"] and 0 < r["iterations"] < 4 and r["Set5_psnr"] is None
+        if r["status"] == "finished":
+            assert r["full_budget"] and r["iterations"] == 4 and r["Set5_psnr"] > 0 and r["latency_ms"] > 0
+        # a value that was not measured is null, never 0 (no GPU here: no energy, no GPU memory)
+        for key in ("params", "val_psnr", "val_ssim", "Set5_psnr", "Set5_ssim", "Set14_psnr", "BSD100_psnr",
+                    "gpu_energy_j", "gpu_energy_per_iter_j", "gpu_energy_attributed_j", "latency_ms",
+                    "gpu_peak_mem_allocated_mb"):
+            assert r[key] is None or r[key] != 0, (key, r)
+        assert r["gpu_energy_j"] is None and r["gpu_peak_mem_allocated_mb"] is None
+
+    # the best student: the full-budget trial with the highest Set5 PSNR (params <= 150,000)
+    best = report["best_student"]
+    full = [r for r in rows if r["full_budget"]]
+    assert best["run_id"] == max(full, key=lambda r: r["Set5_psnr"])["run_id"] and best["params"] <= 150_000
+    assert best["BSD100_source"].startswith("evaluated by this report") and best["BSD100_psnr"] > 0
+    assert best["deploy"]["max_abs_diff"] <= best["deploy"]["tolerance"]
+    lat = best["deploy"]["latency_lr64_batch1"]
+    assert lat["pytorch_ms"] > 0 and lat["onnxruntime_ms"] > 0 and lat["onnxruntime_provider"] == "CPUExecutionProvider"
+    table = {row["model"]: row for row in report["comparison"]}
+    assert table["best student (this study)"]["Set5"] == best["Set5_psnr"] and table["bicubic"]["Set5"] == 28.42
+    assert table["MambaLiteSR student (paper)"]["Set14"] is None and table["FSRCNN (published)"]["BSD100"] == 26.98
+
+    # the checkpoint: the network's state dict, loadable with weights_only=True, its config beside it
+    saved = torch.load(pth, map_location="cpu", weights_only=True)
+    net = DVMSR(DVMSRConfig.from_dict(json.loads(pth.with_suffix(".json").read_text())))
+    net.load_state_dict(saved["state_dict"], strict=True)
+    assert net.param_count() == best["params"]
+    res = CliRunner().invoke(app, ["eval", "--checkpoint", str(pth), "--data-root", str(shared_data / "benchmarks"),
+                                   "--sets", "Set5", "--device", "cpu", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["Set5"]["psnr"] == pytest.approx(best["Set5_psnr"], abs=1e-3)
+
+    # the front and its knee are `srstudy pareto`'s
+    res = CliRunner().invoke(app, ["pareto", "--workdir", str(workdir), "--json", "--no-tag"])
+    assert res.exit_code == 0, res.output
+    pareto = json.loads(res.stdout[res.stdout.index("["): res.stdout.rindex("]") + 1])
+    assert [r["run_id"] for r in report["front"]] == [r["run_id"] for r in pareto]
+    assert report["knee"]["run_id"] == next(r["run_id"] for r in pareto if r["knee"])
+    assert png.stat().st_size > 10_000
