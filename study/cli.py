@@ -199,7 +199,7 @@ def launch_command(
     setup_logging(verbose)
     from .config import ConfigError, load_study_config
     from .launch import StudyExistsError, launch
-    from .launch.progress import print_failed_trials
+    from .launch.progress import OUTCOMES, print_failed_trials
     from .workdir import WorkdirLockedError
 
     try:
@@ -221,7 +221,7 @@ def launch_command(
         table.add_row(str(r["trial_id"]), str(r["mlflow_run_id"]), *[f"{r.get(k)}" for k in keys],
                       *[f"{r[o.metric]:.4g}" for o in result.objectives])
     Console(width=160).print(table)
-    counts = {s: sum(r["status"] == s for r in result.rows) for s in ("done", "pruned", "skipped", "error")}
+    counts = {s: sum(r["status"] == s for r in result.rows) for s in OUTCOMES}
     print(f"trials: {counts}; wall time {result.wall_s:.0f} s")
     store = result.tracking_uri
     from .tracking import browser_links
@@ -233,6 +233,11 @@ def launch_command(
           "  the front only: search tags.pareto_rank = '0'")
     if print_failed_trials(result.rows, console, study.workdir):
         raise typer.Exit(code=1)
+    if counts["interrupted"]:
+        console.print(f"[yellow]study interrupted[/]: {counts['interrupted']} trial(s) stopped mid-way (their MLflow "
+                      f"runs stay RUNNING); `srstudy launch --resume --workdir {study.workdir}` continues them from "
+                      "their last checkpoints", soft_wrap=True)
+        raise typer.Exit(code=130)
 
 
 

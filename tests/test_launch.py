@@ -216,3 +216,51 @@ def test_kill_9_of_launcher_and_ray_then_resume_loses_nothing(tmp_path):
     assert any(r.data.tags.get("resumed_from") not in (None, "None") for r in runs)
     complete = [t for t in optuna_trials(workdir) if t.state == TrialState.COMPLETE]
     assert len(complete) == 4
+
+
+def test_ctrl_c_leaves_running_trials_interrupted_not_pruned_and_resume_finishes_them(tmp_path):
+    """SIGINT to the launcher (Ctrl+C, or a device sitting's deadline): Tune saves the running
+    trials as RUNNING and stops them without a scheduler decision. They are reported
+    `interrupted` (not `pruned`), their MLflow runs stay RUNNING without `pruned=true`, the
+    launcher exits 130 saying how to continue, and `--resume` finishes them in their own runs."""
+    cfg_path = tiny_study(tmp_path, num_samples=2, max_concurrent=2, **{"trial.iterations": 40, "asha.enabled": False})
+    workdir = load_study_config(cfg_path).workdir.resolve()
+    cmd = [sys.executable, "-m", "srstudy.cli", "launch", "--config", str(cfg_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 400
+    while time.time() < deadline:
+        trials = list((workdir / "trials").glob("*")) if (workdir / "trials").exists() else []
+        if [t for t in trials if (t / "checkpoint.pth").exists() and not (t / "result.json").exists()]:
+            break
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(0.2)
+    else:
+        pytest.fail("no trial got mid-way")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-4000:]
+    assert "study interrupted" in out and "--resume" in out and "pruned @" not in out
+    rows = json.loads((workdir / "study_trials.json").read_text())["rows"]
+    interrupted = [r for r in rows if r["status"] == "interrupted"]
+    assert interrupted and not [r for r in rows if r["status"] == "pruned"]
+    client, runs = trial_runs(workdir)
+    open_runs = {r.info.run_id for r in runs if r.info.status == "RUNNING"}
+    assert open_runs and not [r for r in runs if "pruned" in r.data.tags]  # mid-way runs stay open, unpruned
+
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    rows = json.loads((workdir / "study_trials.json").read_text())["rows"]
+    assert len(rows) == 2 and all(r["status"] == "done" for r in rows)
+    client, runs = trial_runs(workdir)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert open_runs <= {r.info.run_id for r in runs}  # the interrupted trials continued in their own runs
+
+
+def test_trial_outcome_is_one_rule_for_table_and_rows():
+    from srstudy.launch.progress import trial_outcome
+
+    assert trial_outcome({"final": True}, error=False, pruned=False) == "done"
+    assert trial_outcome({"constraint_violated": True, "final": True}, error=False, pruned=False) == "skipped"
+    assert trial_outcome({"iteration": 8}, error=False, pruned=True) == "pruned"
+    assert trial_outcome({"iteration": 8}, error=False, pruned=False) == "interrupted"
+    assert trial_outcome(None, error=True, pruned=False) == "error"

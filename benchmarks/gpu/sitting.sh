@@ -8,8 +8,9 @@
 # Before: the data root at /tmp/devdata (train/{T91,BSD200}/HR, benchmarks/{Set5,Set14}/HR,
 # checkpoints/DVMSR.pth), the Ray/Optuna/MLflow bundle installed (/tmp/site on PYTHONPATH),
 # mamba-ssm's wheel parts in /tmp/wheels (built by build_mamba_ssm.sh), a packed study state
-# in /tmp/state/gpu_study_state.tgz when resuming.
-#   END_AT=$(( $(date +%s) + 1200 )) STAGES="step energy recipe study" \
+# in /tmp/state/gpu_study_state.tgz when resuming (and benchmarks/BSD100/HR under the data root
+# for the report's BSD100 scores).
+#   END_AT=$(( $(date +%s) + 1200 )) STAGES="step energy recipe study report" \
 #     setsid nohup bash benchmarks/gpu/sitting.sh > /tmp/sitting.log 2>&1 &
 # Results land in /tmp/out (r/*.json and logs, results.tgz, gpu_study_state.tgz, DONE).
 set -uo pipefail
@@ -65,6 +66,13 @@ if has study; then
   wait "$pid"; el "launcher exit $?"
   ray stop --force > /dev/null 2>&1
   python3 benchmarks/gpu/study_state.py pack "$W" "$O/gpu_study_state.tgz" | tee -a "$R/timeline.txt"
+fi
+if has report; then
+  el "GPU study report (every trial, front, best student: BSD100, ONNX export, latency)"
+  python3 benchmarks/gpu_study_report.py --workdir "$W" --data-root "$DATA" --out "$R/gpu_study_h200.json" \
+    --best-checkpoint "$R/gpu_study_best_student.pth" --front-png "$R/gpu_study_front.png" --device cuda \
+    --export-dir "$R/export" > "$R/report.log" 2>&1
+  tail -4 "$R/report.log"
 fi
 el "done"
 tar czf "$O/results.tgz" -C "$O" r

@@ -44,7 +44,7 @@ from ..objectives import Objective, measurable_here
 from ..tracking import TrialRun
 from ..workdir import StudyDir
 from .energy import open_study_energy
-from .progress import StudyProgress, trial_error
+from .progress import OUTCOMES, StudyProgress, run_was_pruned, trial_error, trial_outcome
 from .search import name_objectives, reconcile_optuna, study_searcher
 from .trainable import tune_trial
 
@@ -183,7 +183,7 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
         if energy is not None:
             energy.start()
         grid = tuner.fit()
-        rows = _rows(grid, study, obj_names)
+        rows = _rows(grid, study, obj_names, tracking_uri)
     finally:
         if energy is not None:
             energy.stop()
@@ -199,13 +199,13 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
     return result
 
 
-def _rows(grid, study: StudyConfig, objectives: list[str]) -> list[dict[str, Any]]:
+def _rows(grid, study: StudyConfig, objectives: list[str], tracking_uri: str) -> list[dict[str, Any]]:
     rows = []
     for res in grid:
         m = res.metrics or {}
         cfg = res.config or {}
-        status = ("error" if res.error else "skipped" if m.get("constraint_violated")
-                  else "done" if m.get("final") else "pruned")
+        status = trial_outcome(m, error=bool(res.error),
+                               pruned=not m.get("final") and run_was_pruned(tracking_uri, m.get("mlflow_run_id")))
         row = {"trial_id": m.get("trial_id"), "status": status, "mlflow_run_id": m.get("mlflow_run_id"),
                "iteration": m.get("iteration"), "node_id": m.get("node_id"), "gpu_ids": m.get("gpu_ids"),
                **{k: cfg.get(k) for k in study.search_space}}
@@ -232,7 +232,7 @@ def _summarise(parent: TrialRun, result: StudyResult, workdir: StudyDir, orphans
                console: Console) -> None:
     from srstudy.analysis.study_run import publish_front
 
-    counts = {s: sum(r["status"] == s for r in result.rows) for s in ("done", "pruned", "skipped", "error")}
+    counts = {s: sum(r["status"] == s for r in result.rows) for s in OUTCOMES}
     parent.log_metrics({f"trials_{k}": v for k, v in counts.items()} | {
         "pareto_size": len(result.pareto), "study_wall_s": result.wall_s, "optuna_orphans_failed": orphans})
     out = workdir.trials_summary

@@ -1,5 +1,12 @@
 """What a study prints: the live table of trials (status, searched settings, objectives), and
-the one-line summary of each trial that failed; the MLflow bookkeeping of pruned trials."""
+the one-line summary of each trial that failed; the MLflow bookkeeping of pruned trials.
+
+A trial that stopped before its final report was either **pruned** (ASHA stopped it: Tune
+calls ``on_trial_complete`` and its MLflow run is ended KILLED with ``pruned=true``) or
+**interrupted** (the launcher got SIGINT/Ctrl+C: Tune saves the experiment with the trial
+still RUNNING, stops its worker without ``on_trial_complete``, and the MLflow run stays
+RUNNING; ``srstudy launch --resume`` continues it from its last checkpoint). `trial_outcome`
+is the one rule for both the live table and the study's rows."""
 from __future__ import annotations
 
 import logging
@@ -18,6 +25,36 @@ from ..tracking import TrialRun
 log = logging.getLogger("srstudy.launch")
 
 
+OUTCOMES = ("done", "pruned", "interrupted", "skipped", "error")
+
+
+def trial_outcome(result: dict[str, Any] | None, *, error: bool, pruned: bool) -> str:
+    """done | pruned | interrupted | skipped | error for a trial that is no longer running.
+
+    ``result``: its last report; ``pruned``: ASHA stopped it (its MLflow run says
+    ``pruned=true``). Not final and not pruned means the study was interrupted under it.
+    """
+    res = result or {}
+    if error:
+        return "error"
+    if res.get("constraint_violated"):
+        return "skipped"
+    if res.get("final"):
+        return "done"
+    return "pruned" if pruned else "interrupted"
+
+
+def run_was_pruned(tracking_uri: str, run_id: str | None) -> bool:
+    """Whether the trial's MLflow run carries ``pruned=true`` (set when ASHA stopped it)."""
+    if not run_id:
+        return False
+    try:
+        return str(TrialRun(tracking_uri, run_id).data.tags.get("pruned", "")).lower() == "true"
+    except Exception as e:  # noqa: BLE001 - a missing run is not a pruned one
+        log.warning("could not read MLflow run %s: %s", run_id, e)
+        return False
+
+
 class StudyProgress(ray_api.Callback):
     """Prints a table of trials (status, config, objectives) every `every_s` and at the end;
     ends the MLflow runs of pruned trials as KILLED with `pruned=true`."""
@@ -27,6 +64,7 @@ class StudyProgress(ray_api.Callback):
         self.study, self.objectives, self.tracking_uri = study, objectives, tracking_uri
         self.console, self.every_s = console, every_s
         self._last = 0.0
+        self._pruned: dict[str, bool] = {}  # trial id -> ASHA stopped it (MLflow looked up once)
 
     def __getstate__(self):  # Tune pickles its callbacks with the experiment state
         return {k: v for k, v in self.__dict__.items() if k != "console"}
@@ -38,11 +76,20 @@ class StudyProgress(ray_api.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if time.time() - self._last > self.every_s:
             self._last = time.time()
-            self.console.print(trials_table(self.study, self.objectives, trials))
+            self.console.print(trials_table(self.study, self.objectives, trials, self.was_pruned))
+
+    def was_pruned(self, trial) -> bool:
+        """ASHA stopped this trial (in this launch, or in an earlier one per its MLflow run)."""
+        if trial.trial_id not in self._pruned:
+            self._pruned[trial.trial_id] = run_was_pruned(self.tracking_uri,
+                                                          (trial.last_result or {}).get("mlflow_run_id"))
+        return self._pruned[trial.trial_id]
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         res = trial.last_result or {}
         run_id = res.get("mlflow_run_id")
+        if not res.get("final") and not res.get("constraint_violated"):
+            self._pruned[trial.trial_id] = True  # Tune calls this for a scheduler stop, not for an interruption
         if run_id and not res.get("final"):
             try:
                 run = TrialRun(self.tracking_uri, run_id)
@@ -52,19 +99,18 @@ class StudyProgress(ray_api.Callback):
                 log.warning("could not mark MLflow run %s as pruned: %s", run_id, e)
 
     def on_experiment_end(self, trials, **info):
-        self.console.print(trials_table(self.study, self.objectives, trials))
+        self.console.print(trials_table(self.study, self.objectives, trials, self.was_pruned))
 
 
-def _status(trial) -> str:
+def _status(trial, was_pruned) -> str:
     res = trial.last_result or {}
     if trial.status == "TERMINATED":
-        if res.get("constraint_violated"):
-            return "skipped (constraint)"
-        return "done" if res.get("final") else f"pruned @ {res.get('iteration')}"
+        outcome = trial_outcome(res, error=False, pruned=(not res.get("final") and was_pruned(trial)))
+        return {"skipped": "skipped (constraint)", "done": "done"}.get(outcome, f"{outcome} @ {res.get('iteration')}")
     return trial.status.lower()
 
 
-def trials_table(study: StudyConfig, objectives: list[str], trials) -> Table:
+def trials_table(study: StudyConfig, objectives: list[str], trials, was_pruned=lambda trial: True) -> Table:
     table = Table(title=f"study {study.name}: {len(trials)} trial(s)")
     table.add_column("trial")
     table.add_column("status")
@@ -76,7 +122,7 @@ def trials_table(study: StudyConfig, objectives: list[str], trials) -> Table:
     for t in trials:
         res = t.last_result or {}
         cfg = t.config or {}
-        row = [t.trial_id, _status(t)]
+        row = [t.trial_id, _status(t, was_pruned)]
         row += [_fmt(cfg.get(k)) for k in study.search_space]
         row.append(str(res.get("iteration", "")))
         row += [_fmt(res.get(m)) if res.get("final") or m == "val_psnr" else "" for m in objectives]
