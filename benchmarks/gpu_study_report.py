@@ -1,4 +1,4 @@
-"""Issue 16: what the paper's study on one GPU found, from its study folder (finished or not).
+r"""Issue 16: what the paper's study on one GPU found, from its study folder (finished or not).
 
 Reads the folder of `srstudy launch --config benchmarks/configs/gpu_study.yaml --data-root DIR
 --workdir W` (its MLflow runs, and Tune's experiment state for the trials that never got a run)

@@ -84,7 +84,7 @@ def test_metric_names_follow_aliases_and_benchmark_sets(tmp_path):
     ("{alpha: {type: float, low: 0.5, high: 1.5}}", "high 1.5", "alpha >= 0 and <= 1"),
     ("{alpha: {type: float, low: -0.5, high: 0.5}}", "low -0.5", "alpha >= 0 and <= 1"),
     ("{student.embed_dim: {type: categorical, choices: [8, 0, 16]}}", "choice 0", "student.embed_dim >= 1"),
-    ("{precision: {type: categorical, choices: [fp32, fp16]}}", "choice 'fp16'", "precision one of fp32, bf16"),
+    ("{precision: {type: categorical, choices: [fp32, fp16]}}", "choice 'fp16'", "precision one of fp32, tf32, bf16"),
     ("{optim.gamma: {type: float, low: 0.5, high: 2, step: 0.5}}", "high 2.0", "optim.gamma > 0 and <= 1"),
 ])
 def test_search_range_outside_the_setting_is_refused(tmp_path, space, bad, allowed):

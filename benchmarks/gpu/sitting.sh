@@ -12,7 +12,7 @@
 # for the report's BSD100 scores).
 #   END_AT=$(( $(date +%s) + 1200 )) STAGES="step energy recipe study report" \
 #     setsid nohup bash benchmarks/gpu/sitting.sh > /tmp/sitting.log 2>&1 &
-# Results land in /tmp/out (r/*.json and logs, results.tgz, gpu_study_state.tgz, DONE).
+# Stages run in the order STAGES names them. Results land in /tmp/out (r/*.json and logs, results.tgz, gpu_study_state.tgz, DONE).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 O=${O:-/tmp/out}; R=$O/r; mkdir -p "$R"
@@ -20,11 +20,10 @@ DATA=${DATA:-/tmp/devdata}; W=${W:-/tmp/gpu_study}
 STAGES=${STAGES:-"step energy recipe study"}
 END_AT=${END_AT:-$(( $(date +%s) + 1200 ))}
 t0=$(date +%s); el() { echo "[t=$(( $(date +%s) - t0 ))s] $*" | tee -a "$R/timeline.txt"; }
-has() { [[ " $STAGES " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv \
   > "$R/smi.txt" 2>&1
 
-if has step; then
+stage_step() {
   el "mamba-ssm from its wheel"
   w=$(cat /tmp/wheels/mamba_ssm_wheel_name.txt) && cat /tmp/wheels/mamba_ssm_whl.part_* > "/tmp/$w" \
     && python3 -m pip install -q --no-deps "/tmp/$w" > "$R/mamba_install.log" 2>&1
@@ -34,21 +33,21 @@ if has step; then
     --out "$R/train_step_h200.json" > "$R/train_step.log" 2>&1
   grep -E "^(triton|cuda|reference)/|ratio\"|Error" "$R/train_step.log" | head -40
   python3 -m pip uninstall -q -y mamba_ssm > /dev/null 2>&1  # srstudy's side runs without it from here on
-fi
-if has energy; then
+}
+stage_energy() {
   el "energy attribution (4 trials at 0.25 GPU, then each alone)"
   python3 benchmarks/energy_attribution.py --workdir /tmp/ea --out "$R/energy_attribution_h200.json" \
     --set "trial.data.train=[$DATA/train/T91/HR]" --set "trial.data.val=[$DATA/benchmarks/Set5/HR]" \
     --set trial.energy_window.min_seconds=8 --alone both > "$R/energy.log" 2>&1
   tail -5 "$R/energy.log"
-fi
-if has recipe; then
+}
+stage_recipe() {
   el "recipe student, alpha 0, tf32"
   python3 benchmarks/paper_recipe_trial.py --data-root "$DATA" --workdir /tmp/recipe --out "$R/recipe_trial_h200.json" \
     --set alpha=0 --set precision=tf32 --sets Set5,Set14 > "$R/recipe.log" 2>&1
   tail -3 "$R/recipe.log"
-fi
-if has study; then
+}
+stage_study() {
   if [[ -f /tmp/state/gpu_study_state.tgz && ! -d "$W" ]]; then
     el "unpacking the study state"; python3 benchmarks/gpu/study_state.py unpack /tmp/state/gpu_study_state.tgz
   fi
@@ -66,14 +65,17 @@ if has study; then
   wait "$pid"; el "launcher exit $?"
   ray stop --force > /dev/null 2>&1
   python3 benchmarks/gpu/study_state.py pack "$W" "$O/gpu_study_state.tgz" | tee -a "$R/timeline.txt"
-fi
-if has report; then
+}
+stage_report() {
   el "GPU study report (every trial, front, best student: BSD100, ONNX export, latency)"
   python3 benchmarks/gpu_study_report.py --workdir "$W" --data-root "$DATA" --out "$R/gpu_study_h200.json" \
     --best-checkpoint "$R/gpu_study_best_student.pth" --front-png "$R/gpu_study_front.png" --device cuda \
     --export-dir "$R/export" > "$R/report.log" 2>&1
   tail -4 "$R/report.log"
-fi
+}
+for stage in $STAGES; do  # in the order given
+  if declare -f "stage_$stage" > /dev/null; then "stage_$stage"; else el "unknown stage $stage"; fi
+done
 el "done"
 tar czf "$O/results.tgz" -C "$O" r
 touch "$O/DONE"

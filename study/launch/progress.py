@@ -49,7 +49,7 @@ def run_was_pruned(tracking_uri: str, run_id: str | None) -> bool:
     if not run_id:
         return False
     try:
-        return str(TrialRun(tracking_uri, run_id).data.tags.get("pruned", "")).lower() == "true"
+        return str(TrialRun(tracking_uri, run_id).data().tags.get("pruned", "")).lower() == "true"
     except Exception as e:  # noqa: BLE001 - a missing run is not a pruned one
         log.warning("could not read MLflow run %s: %s", run_id, e)
         return False
