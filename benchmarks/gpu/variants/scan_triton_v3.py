@@ -1,5 +1,12 @@
 """Selective scan as two Triton kernels (forward, backward): the fast path without mamba-ssm.
 
+VARIANT v3 of models/scan_triton.py (benchmarks only, until an H200 confirms it; NOTES_issue15.md):
+the backward loads its per-token rows (u, Δ, Δ_{t+1}, dy, z) with `_load_tok` as (G, N, T) tiles
+with only row n = 0 live and sums them over N (``SPREAD``), so Triton lays the backward's state
+tiles out as the (G, N, T) loads of B and C (4 tokens a thread, 8 lanes along T, 4 along N)
+instead of one token a lane with all N in registers: the associative scans shuffle only per-thread
+totals, and the N reductions cost 2 shuffle steps.  The forward is unchanged.
+
 Same contract as :func:`srstudy.models.scan.selective_scan` (``backend="triton"``)::
 
     u, delta, z : (Bt, Dm, L)     A : (Dm, N)      B, C : (Bt, N, L)
