@@ -73,6 +73,13 @@ stage_report() {
     --export-dir "$R/export" > "$R/report.log" 2>&1
   tail -4 "$R/report.log"
 }
+stage_scanvar() {  # the scan variants under benchmarks/gpu/variants/ against the shipped kernels, one run
+  el "scan variants at the training shapes"
+  local extras=(); for f in benchmarks/gpu/variants/*.py; do extras+=(--extra "$(basename "$f" .py)=$f"); done
+  python3 benchmarks/bench_scan_tiles.py "${extras[@]}" --no-conv --keep 4 --out "$R/scan_tiles_variants.json" \
+    > "$R/scan_tiles_variants.log" 2>&1
+  grep -E "^(shape|D[0-9])" "$R/scan_tiles_variants.log" | grep -v "{"
+}
 for stage in $STAGES; do  # in the order given
   if declare -f "stage_$stage" > /dev/null; then "stage_$stage"; else el "unknown stage $stage"; fi
 done

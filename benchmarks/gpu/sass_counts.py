@@ -1,0 +1,120 @@
+"""Static instruction counts of the scan kernels, compiled for sm_90 on a machine without a GPU.
+
+    python benchmarks/gpu/sass_counts.py [--module path/to/scan_module.py] [--tile 32,1,1] [--dump DIR]
+
+Compiles a scan module's `_fwd_kernel` and `_bwd_kernel` (default: models/scan_triton.py) with
+`triton.compile` for `GPUTarget("cuda", 90, 32)` at the training shape (B 128, L 4096, D 64, N 16,
+fp32 inputs, softplus, with D, z and Δ bias; pointers and 16-multiples specialised as a launch
+would), disassembles the cubin with Triton's bundled `cuobjdump` and prints, per kernel, the
+registers, spill bytes, shared memory and the SASS counts of shuffles (SHFL), special-function
+ops (MUFU), barriers (BAR), global loads / stores / atomics and all instructions. The counts are
+of the static code: the chunk loop's body runs once per chunk, so they compare two versions of
+a kernel per chunk (the proxy for speed used in NOTES_issue15.md before a GPU measures it).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import subprocess
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+SHAPE = dict(Bt=128, Dm=64, L=4096, N=16)
+GROUPS = {"SHFL": r"\bSHFL\b", "MUFU": r"\bMUFU\b", "BAR": r"\bBAR\b", "LDG": r"\bLDG\b", "STG": r"\bSTG\b",
+          "ATOM": r"\b(RED|REDG|ATOM|ATOMG)\b", "LDS": r"\bLDS\b", "STS": r"\bSTS\b", "FFMA/FMUL/FADD": r"\bF(FMA|MUL|ADD)\b"}
+
+
+def load(path: str):
+    """The scan module at `path` (imported under its own name)."""
+    spec = importlib.util.spec_from_file_location(f"sass_{Path(path).stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _launch_values(mod, which: str, tile: tuple[int, ...]) -> dict:
+    """The non-pointer arguments of kernel `which` at the training shape with `tile`."""
+    Bt, Dm, L, N = SHAPE["Bt"], SHAPE["Dm"], SHAPE["L"], SHAPE["N"]
+    T, G, warps, *tok = tile
+    n_chunks, n_groups = L // T, Dm // G
+    vals = dict(Dm=Dm, L=L, N=N, n_chunks=n_chunks, n_groups=n_groups, su_b=Dm * L, su_d=L, sB_b=N * L,
+                sB_n=L, hc_chunks=L // mod.CONFIG["fwd"][0], hc_every=T // mod.CONFIG["fwd"][0],
+                HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, N_P2=N, BLOCK=T, G=G,
+                TOK=(N if tok and tok[0] else 1))
+    vals["SPREAD"] = vals["TOK"] == 1  # variants/scan_triton_v3.py: per-token rows in the state tiles' layout
+    return vals, warps
+
+
+def compile_kernel(mod, which: str, tile: tuple[int, ...], overrides: dict | None = None):
+    """triton.compile of `mod._{which}_kernel` for sm_90 (`overrides`: constexpr values to change)."""
+    fn = getattr(mod, f"_{which}_kernel")
+    vals, warps = _launch_values(mod, which, tile)
+    vals.update(overrides or {})
+    sig, consts, attrs = {}, {}, {}
+    for i, name in enumerate(fn.arg_names):
+        param = fn.params[i]
+        if param.is_constexpr:
+            sig[name], consts[name] = "constexpr", vals[name]
+        elif name.endswith("_ptr"):
+            sig[name], attrs[(i,)] = "*fp32", [["tt.divisibility", 16]]
+        elif vals[name] == 1:  # a launch specialises integer 1 to a constant
+            sig[name], consts[name] = "constexpr", 1
+        else:
+            sig[name] = "i32"
+            if vals[name] % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    src = ASTSource(fn, sig, constexprs=consts, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+
+
+def counts(kernel) -> dict:
+    """Registers, spills, shared memory and SASS instruction counts of a compiled kernel."""
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / "k.cubin"
+        cubin.write_bytes(kernel.asm["cubin"])
+        sass = subprocess.run([str(cuobjdump), "-sass", str(cubin)], capture_output=True, text=True,
+                              check=True).stdout
+        res = subprocess.run([str(cuobjdump), "-res-usage", str(cubin)], capture_output=True, text=True,
+                             check=True).stdout
+    ops = [ln for ln in sass.splitlines() if re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+\S", ln)]
+    out = {k: sum(1 for ln in ops if re.search(p, ln)) for k, p in GROUPS.items()}
+    out["instructions"] = len(ops)
+    m = re.search(r"REG:(\d+).*?STACK:(\d+).*?SHARED:(\d+).*?LOCAL:(\d+)", res)
+    out.update(dict(zip(("registers", "stack", "shared", "local"), map(int, m.groups()))) if m else {})
+    out["spill_st"] = sum(1 for ln in ops if re.search(r"\bSTL\b", ln))
+    out["spill_ld"] = sum(1 for ln in ops if re.search(r"\bLDL\b", ln))
+    return out, sass
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--module", default=str(Path(__file__).resolve().parents[2] / "models" / "scan_triton.py"))
+    ap.add_argument("--tile", default=None, help="T,G,warps[,tok] for both kernels (default: the module's CONFIG)")
+    ap.add_argument("--which", default="fwd,bwd")
+    ap.add_argument("--dump", default=None, help="folder for the SASS and TTGIR of each kernel")
+    ap.add_argument("--set", action="append", default=[], help="NAME=int: a constexpr of the kernel, e.g. SPREAD=0")
+    args = ap.parse_args()
+    mod = load(args.module)
+    for which in args.which.split(","):
+        tile = tuple(int(v) for v in args.tile.split(",")) if args.tile else mod.CONFIG[which]
+        k = compile_kernel(mod, which, tile, {a: int(b) for a, b in (kv.split("=") for kv in args.set)})
+        c, sass = counts(k)
+        print(f"{Path(args.module).name} {which} {tile}: " + " ".join(f"{a}={b}" for a, b in c.items()), flush=True)
+        if args.dump:
+            os.makedirs(args.dump, exist_ok=True)
+            stem = f"{Path(args.module).stem}_{which}"
+            Path(args.dump, stem + ".sass").write_text(sass)
+            Path(args.dump, stem + ".ttgir").write_text(k.asm["ttgir"])
+            Path(args.dump, stem + ".ptx").write_text(k.asm["ptx"])
+
+
+if __name__ == "__main__":
+    main()

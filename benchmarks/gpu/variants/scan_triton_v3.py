@@ -1,0 +1,376 @@
+"""Selective scan as two Triton kernels (forward, backward): the fast path without mamba-ssm.
+
+VARIANT v3 of models/scan_triton.py (benchmarks only, until an H200 confirms it; NOTES_issue15.md):
+the backward loads its per-token rows (u, Δ, Δ_{t+1}, dy, z) with `_load_tok` as (G, N, T) tiles
+with only row n = 0 live and sums them over N (``SPREAD``), so Triton lays the backward's state
+tiles out as the (G, N, T) loads of B and C (4 tokens a thread, 8 lanes along T, 4 along N)
+instead of one token a lane with all N in registers: the associative scans shuffle only per-thread
+totals, and the N reductions cost 2 shuffle steps.  The forward is unchanged.
+
+Same contract as :func:`srstudy.models.scan.selective_scan` (``backend="triton"``)::
+
+    u, delta, z : (Bt, Dm, L)     A : (Dm, N)      B, C : (Bt, N, L)
+    D, delta_bias : (Dm,)         y : (Bt, Dm, L)  (dtype of u; computed in fp32)
+
+Any strides with the tokens (L) innermost are taken as they are (u, delta, z, the output
+and its gradient share u's strides; B and C share theirs), so a mixer that keeps the
+channel-major ``(Dm, Bt·L)`` layout passes its activations without a copy.
+
+Design (mamba_ssm's algorithm, written in Triton):
+
+* one program per (sequence, group of ``G`` channels) — ``grid = Bt·Dm/G`` — holding the
+  states ``h : (G, N)`` in registers and walking L in chunks of ``BLOCK`` tokens; the
+  ``G`` channels of a program share one load of B and C;
+* inside a chunk, the recurrence ``h_t = a_t·h_{t-1} + b_t`` with ``a_t = exp(Δ_t·A)``
+  and ``b_t = Δ_t·u_t·B_t`` is one ``tl.associative_scan`` over the (G, N, BLOCK) tile
+  with the first-order combine ``(a1, b1) ∘ (a2, b2) = (a1·a2, a2·b1 + b2)``; the carried
+  state enters as ``h_t = (Π a)·h_in + scan_b``.  Nothing (Bt, Dm, N, L)-sized is ever
+  written: y is reduced over N in registers (``y_t = Σ_n C_t,n·h_t,n``);
+* the forward stores the state entering every chunk, ``(Bt, Dm, n_chunks, N)``, so the
+  backward recomputes each chunk's states from its entry state;
+* the backward walks the chunks in reverse with the adjoint recurrence
+  ``g_t = C_t·dy_t + a_{t+1}·g_{t+1}`` (``g = ∂loss/∂h``) as a reverse
+  ``associative_scan`` with the same combine, carrying ``g`` between chunks.
+  With ``m_t = a_t·h_{t-1} = h_t − b_t`` (no division, no shift):
+  ``∂/∂(Δ_t·A_n) = g_t,n·m_t,n``, hence ``dA_n = Σ_t Δ_t·g·m``,
+  ``dΔ_t = Σ_n A_n·g·m + u_t·Σ_n g·B``, ``du_t = Δ_t·Σ_n g·B (+ D·dy)``,
+  ``dB_t = Σ_d g·Δ_t·u_t``, ``dC_t = Σ_d dy_t·h_t``.  dB and dC are summed over the
+  program's G channels in registers, then added with relaxed fp32 atomics (G times fewer
+  than one per channel); dA, dD, dΔ_bias are accumulated per element over the whole
+  sequence and added once per program.  Summation order varies between runs in the last
+  bits, as with mamba_ssm.
+
+Tile shape: :data:`CONFIG` (tokens per chunk, channels per program, warps) by input
+dtype; ``chunk_size=`` overrides the tokens per chunk.  Runs on CUDA tensors; on CPU only
+under ``TRITON_INTERPRET=1`` (Triton's interpreter: the test suite checks both kernels
+against the reference recurrence that way).  fp32/fp16/bf16 inputs; float64 is not
+supported (use ``chunked`` or ``reference``).
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["selective_scan_triton", "triton_unavailable", "CONFIG", "BLOCK_L"]
+
+#: (tokens per chunk, channels per program, warps per program[, token tiles]) of the forward and
+#: backward kernels; the backward's tokens per chunk must be a multiple of the forward's (it
+#: reads the states the forward stored at its chunk starts).  Token tiles (a 4th entry, 1): per-token
+#: values held as (G, N, T) tiles, see `_chunk`.
+#: A launch of fewer programs than ``min_programs`` (batch-1 inference: Bt·Dm/G ≈ 60) takes the
+#: ``*_few`` tiles instead: longer chunks and more warps per program, or the GPU idles.
+CONFIG = {"fwd": (32, 2, 1), "bwd": (32, 1, 1),  # fastest at B 128 × L 4096 × D 64/120 on an H200
+          "fwd_few": (128, 1, 4), "bwd_few": (128, 1, 8), "min_programs": 512}
+BLOCK_L = CONFIG["fwd"][0]
+LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x·log2 e)
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def triton_unavailable(device: torch.device, dtype: torch.dtype | None) -> str | None:
+    """None when the Triton kernels can run for tensors on `device` of `dtype`, else why not."""
+    if device.type != "cuda" and not (device.type == "cpu" and _interpreting()):
+        return (f"tensors are on {device.type}; the Triton kernels need CUDA tensors "
+                "(or CPU tensors under TRITON_INTERPRET=1, Triton's interpreter, for testing)")
+    if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return f"the Triton kernels take fp32/fp16/bf16 inputs, not {dtype}"
+    return None
+
+
+@triton.jit
+def _first_order(a1, b1, a2, b2):
+    # (a1, b1) then (a2, b2):  h -> a2·(a1·h + b1) + b2
+    return a1 * a2, b1 * a2 + b2
+
+
+@triton.jit
+def _delta(dt_ptr, offs, m, n, bias, SOFTPLUS: tl.constexpr, SPREAD: tl.constexpr):
+    """Δ at offsets `offs` (0 where masked: a = 1, b = 0, the identity step) and its pre-softplus value."""
+    raw = _load_tok(dt_ptr, offs, m, n, SPREAD) + bias
+    dt = raw
+    if SOFTPLUS:
+        dt = tl.where(raw <= 20.0, tl.log(1.0 + tl.exp(raw)), raw)
+    return tl.where(m, dt, 0.0), raw
+
+
+@triton.jit
+def _load_tok(ptr, offs, m, n, SPREAD: tl.constexpr):
+    """A per-token row (G, 1, T) at `offs` (0 where masked), in fp32.
+
+    SPREAD: loaded as a (G, N, T) tile with only row n = 0 live, then summed over N: the result
+    has the (G, N, T) state tiles' layout (sliced along N), so broadcasting it against them and
+    reducing them over N need no layout conversion; the sum costs log2(lanes along N) shuffles."""
+    if SPREAD:
+        x = tl.load(ptr + offs + n * 0, mask=m & (n == 0), other=0.0).to(tl.float32)
+        return tl.sum(x, axis=1, keep_dims=True)
+    return tl.load(ptr + offs, mask=m, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _program(A_ptr, D_ptr, bias_ptr, Dm, N, n_groups, su_b, su_d, sB_b, sB_n,
+             HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr,
+             G: tl.constexpr):
+    """This program's sequence b, channels d : (G,1,1), index tiles, per-channel parameters, row offsets."""
+    pid = tl.program_id(0)
+    b = (pid // n_groups).to(tl.int64)  # 64-bit offsets: Bt·Dm·L may pass 2**31
+    d = (pid % n_groups) * G + tl.arange(0, G)[:, None, None]                   # (G, 1, 1)
+    n = tl.arange(0, N_P2)[None, :, None]                                       # (1, N, 1)
+    t = tl.arange(0, BLOCK)[None, None, :]                                      # (1, 1, T)
+    dm, nm = d < Dm, n < N
+    A2 = tl.load(A_ptr + d * N + n, mask=dm & nm, other=0.0) * LOG2E             # A·log2(e) : (G, N, 1)
+    bias = tl.load(bias_ptr + d, mask=dm, other=0.0) if HAS_BIAS else 0.0
+    Dd = tl.load(D_ptr + d, mask=dm, other=0.0) if HAS_D else 0.0
+    row = b * su_b + d.to(tl.int64) * su_d                                       # u, Δ, z, y rows : (G,1,1)
+    bc = b * sB_b + n.to(tl.int64) * sB_n                                        # B, C rows : (1, N, 1)
+    return b, d, n, t, dm, nm, A2, bias, Dd, row, bc
+
+
+@triton.jit
+def _row0(mask, n, TOK: tl.constexpr):
+    """A per-token mask restricted to row n = 0 when tokens are held as (G, N, T) tiles."""
+    if TOK > 1:
+        return mask & (n == 0)
+    return mask
+
+
+@triton.jit
+def _row0_value(x, n, TOK: tl.constexpr):
+    """A per-token value kept in row n = 0 only (0 elsewhere) when tokens are held as (G, N, T) tiles."""
+    if TOK > 1:
+        return tl.where(n == 0, x, 0.0)
+    return x
+
+
+@triton.jit
+def _chunk(u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, n, t, dm, nm, A2, bias, h_in, L,
+           SOFTPLUS: tl.constexpr, BLOCK: tl.constexpr, TOK: tl.constexpr, SPREAD: tl.constexpr):
+    """Chunk c's inputs and its states h_t : (G, N, T) from the states h_in : (G, N, 1) entering it.
+
+    TOK = 1: per-token values (u, Δ, …) are (G, 1, T) tiles; TOK = N: they are loaded as (G, N, T)
+    tiles (every row the same), which gives them the state tiles' layout: fewer layout conversions
+    for more registers and special-function work."""
+    tt = c * BLOCK + t                                                          # (1, 1, T)
+    if TOK > 1:
+        tt = tt + nm.to(tl.int32) * 0                                           # (1, N, T)
+    tm = tt < L
+    m1 = dm & tm                                                                # (G, TOK, T)
+    u = _load_tok(u_ptr, row + tt, m1, n, SPREAD)
+    dt, raw = _delta(dt_ptr, row + tt, m1, n, bias, SOFTPLUS, SPREAD)
+    mB = nm & tm                                                                # (1, N, T)
+    Bv = tl.load(B_ptr + bc + tt, mask=mB, other=0.0).to(tl.float32)
+    Cv = tl.load(C_ptr + bc + tt, mask=mB, other=0.0).to(tl.float32)
+    a = tl.exp2(dt * A2)                                                        # a : (G, N, T)
+    dtu = dt * u
+    bb = dtu * Bv
+    pa, pb = tl.associative_scan((a, bb), axis=2, combine_fn=_first_order)
+    hs = pa * h_in + pb                                                         # h_t : (G, N, T)
+    return tt, tm, m1, mB, u, dt, raw, dtu, Bv, Cv, bb, hs
+
+
+@triton.jit
+def _fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr, hc_ptr,
+                Dm, L, N, n_chunks, n_groups, su_b, su_d, sB_b, sB_n,
+                HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr, G: tl.constexpr,
+                TOK: tl.constexpr):
+    b, d, n, t, dm, nm, A2, bias, Dd, row, bc = _program(
+        A_ptr, D_ptr, bias_ptr, Dm, N, n_groups, su_b, su_d, sB_b, sB_n, HAS_D, HAS_BIAS, N_P2, BLOCK, G)
+    hc_rows = ((b * Dm + d) * n_chunks) * N + n                                 # (G, N, 1)
+    h = tl.zeros([G, N_P2, 1], dtype=tl.float32)
+    for c in range(n_chunks):
+        tl.store(hc_ptr + hc_rows + c * N, h, mask=dm & nm)                     # state entering chunk c
+        tt, tm, m1, mB, u, dt, raw, dtu, Bv, Cv, bb, hs = _chunk(
+            u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, n, t, dm, nm, A2, bias, h, L, SOFTPLUS, BLOCK, TOK, False)
+        y = tl.sum(hs * Cv, axis=1, keep_dims=True)                             # y : (G, 1, T)
+        if HAS_D:
+            y += Dd * u
+        if HAS_Z:
+            zv = tl.load(z_ptr + row + tt, mask=m1, other=0.0).to(tl.float32)
+            y = y * zv * tl.sigmoid(zv)
+        tl.store(y_ptr + row + tt, y.to(y_ptr.dtype.element_ty), mask=_row0(m1, n, TOK))
+        h = tl.sum(tl.where(t == BLOCK - 1, hs, 0.0), axis=2, keep_dims=True)  # padded steps are identities
+
+
+@triton.jit
+def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_ptr, dy_ptr,
+                du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr,
+                Dm, L, N, n_chunks, n_groups, su_b, su_d, sB_b, sB_n, hc_chunks, hc_every,
+                HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr, G: tl.constexpr,
+                TOK: tl.constexpr, SPREAD: tl.constexpr):
+    b, d, n, t, dm, nm, A2, bias, Dd, row, bc = _program(
+        A_ptr, D_ptr, bias_ptr, Dm, N, n_groups, su_b, su_d, sB_b, sB_n, HAS_D, HAS_BIAS, N_P2, BLOCK, G)
+    A = A2 / LOG2E
+    hc_rows = ((b * Dm + d) * hc_chunks) * N + n      # the forward stored a state every hc_every of our chunks
+    g_in = tl.zeros([G, N_P2, 1], dtype=tl.float32)   # ∂loss/∂h at the first token of the next chunk
+    dA_acc = tl.zeros([G, N_P2, BLOCK], dtype=tl.float32)
+    dD_acc = tl.zeros([G, TOK, BLOCK], dtype=tl.float32)
+    dbias_acc = tl.zeros([G, TOK, BLOCK], dtype=tl.float32)
+    for ci in range(n_chunks):
+        c = n_chunks - 1 - ci
+        h0 = tl.load(hc_ptr + hc_rows + c * hc_every * N, mask=dm & nm, other=0.0)
+        # recompute the chunk's states from its entry state
+        tt, tm, m1, mB, u, dt, raw, dtu, Bv, Cv, bb, hs = _chunk(
+            u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, n, t, dm, nm, A2, bias, h0, L, SOFTPLUS, BLOCK, TOK, SPREAD)
+        ms = _row0(m1, n, TOK)                                                  # per-token stores
+        dt_next, _r = _delta(dt_ptr, row + tt + 1, dm & (tt + 1 < L), n, bias, SOFTPLUS, SPREAD)
+        dy = _load_tok(dy_ptr, row + tt, m1, n, SPREAD)                         # (G, TOK, T)
+        if HAS_Z:  # y = (Σ C·h + D·u)·silu(z)
+            zv = _load_tok(z_ptr, row + tt, m1, n, SPREAD)
+            sz = tl.sigmoid(zv)
+            y_pre = tl.sum(hs * Cv, axis=1, keep_dims=True)
+            if HAS_D:
+                y_pre += Dd * u
+            tl.store(dz_ptr + row + tt, (dy * y_pre * sz * (1.0 + zv * (1.0 - sz))).to(dz_ptr.dtype.element_ty),
+                     mask=ms)
+            dy = dy * zv * sz
+        du = tl.zeros([G, TOK, BLOCK], dtype=tl.float32)
+        if HAS_D:
+            dD_acc += _row0_value(dy * u, n, TOK)
+            du = dy * Dd
+        tl.atomic_add(dC_ptr + bc + tt, tl.sum(dy * hs, axis=0, keep_dims=True), mask=mB, sem="relaxed")
+        # adjoint: g_t = C_t·dy_t + a_{t+1}·g_{t+1}, reverse scan, g_in carried from the next chunk
+        a_next = tl.exp2(dt_next * A2)
+        qa, qb = tl.associative_scan((a_next, Cv * dy), axis=2, combine_fn=_first_order, reverse=True)
+        g = qb + qa * g_in                                                      # g_t : (G, N, T)
+        g_in = tl.sum(tl.where(t == 0, g, 0.0), axis=2, keep_dims=True)
+        gm = g * (hs - bb)                                                      # ∂/∂(Δ_t·A_n)
+        dA_acc += gm * dt
+        gB = tl.sum(g * Bv, axis=1, keep_dims=True)                             # (G, 1, T)
+        ddt = tl.sum(gm * A, axis=1, keep_dims=True) + u * gB
+        du += dt * gB
+        tl.atomic_add(dB_ptr + bc + tt, tl.sum(g * dtu, axis=0, keep_dims=True), mask=mB, sem="relaxed")
+        if SOFTPLUS:
+            ddt = tl.where(raw <= 20.0, ddt * tl.sigmoid(raw), ddt)
+        ddt = tl.where(m1, ddt, 0.0)
+        dbias_acc += _row0_value(ddt, n, TOK)
+        tl.store(du_ptr + row + tt, du.to(du_ptr.dtype.element_ty), mask=ms)
+        tl.store(ddt_ptr + row + tt, ddt.to(ddt_ptr.dtype.element_ty), mask=ms)
+    tl.atomic_add(dA_ptr + d * N + n, tl.sum(dA_acc, axis=2, keep_dims=True), mask=dm & nm, sem="relaxed")
+    if HAS_D:
+        tl.atomic_add(dD_ptr + d, _total(dD_acc), mask=dm, sem="relaxed")
+    if HAS_BIAS:
+        tl.atomic_add(dbias_ptr + d, _total(dbias_acc), mask=dm, sem="relaxed")
+
+
+@triton.jit
+def _total(acc):
+    """(G, TOK, T) accumulator -> (G, 1, 1) per-channel sum."""
+    return tl.sum(tl.sum(acc, axis=2, keep_dims=True), axis=1, keep_dims=True)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _like(x: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
+    """`x` with `ref`'s strides (one kernel row offset serves u, Δ, z, y, dy): a copy only if they differ."""
+    if x is None or x.stride() == ref.stride():
+        return x
+    return torch.empty_like(ref, dtype=x.dtype).copy_(x)
+
+
+def _tokens_inner(x: torch.Tensor) -> torch.Tensor:
+    """`x` as it is if its tokens (last axis) are contiguous and its layout dense, else a contiguous copy."""
+    dense = x.is_contiguous() or torch.empty_like(x).stride() == x.stride()
+    return x if (x.stride(-1) == 1 and dense) else x.contiguous()
+
+
+def _few_programs(Bt: int, Dm: int, on_gpu: bool) -> bool:
+    """Whether a launch on these shapes has too few programs for the main tiles (see CONFIG)."""
+    return on_gpu and Bt * math.ceil(Dm / min(CONFIG["fwd"][1], _next_pow2(Dm))) < CONFIG["min_programs"]
+
+
+def _tile(which: str, Dm: int, N: int, block: int | None, few: bool) -> tuple[int, int, int, int]:
+    """(tokens per chunk, channels per program, warps, token-tile rows) for the `which` kernel
+    ("fwd"/"bwd"; `few`: the *_few tiles); `block` overrides the tokens per chunk."""
+    T, G, warps, *tok = CONFIG[which + ("_few" if few else "")]
+    return (block or T), min(G, _next_pow2(Dm)), warps, (_next_pow2(N) if tok and tok[0] else 1)
+
+
+class _TritonScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, block):
+        u = _tokens_inner(u)
+        delta, z = _like(delta, u), _like(z, u)
+        B, C = _tokens_inner(B), _tokens_inner(C)
+        C = _like(C, B)
+        Bt, Dm, L = u.shape
+        N = A.shape[1]
+        few = _few_programs(Bt, Dm, u.is_cuda)
+        T, G, warps, TOK = _tile("fwd", Dm, N, block, few)
+        n_chunks, n_groups = max(1, math.ceil(L / T)), math.ceil(Dm / G)
+        Af = A.float().contiguous()
+        Df = None if D is None else D.float().contiguous()
+        bf = None if delta_bias is None else delta_bias.float().contiguous()
+        y = torch.empty_like(u)
+        hc = torch.empty(Bt, Dm, n_chunks, N, device=u.device, dtype=torch.float32)  # chunk entry states
+        _fwd_kernel[(Bt * n_groups,)](
+            u, delta, Af, B, C, _or(Df, Af), _or(z, u), _or(bf, Af), y, hc,
+            Dm, L, N, n_chunks, n_groups, u.stride(0), u.stride(1), B.stride(0), B.stride(1),
+            HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=bf is not None,
+            SOFTPLUS=bool(delta_softplus), N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, num_warps=warps,
+        )
+        ctx.save_for_backward(u, delta, Af, B, C, Df, z, bf, hc)
+        ctx.meta = (bool(delta_softplus), T, block, few, A.dtype,
+                    None if D is None else D.dtype, None if delta_bias is None else delta_bias.dtype)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        u, delta, Af, B, C, Df, z, bf, hc = ctx.saved_tensors
+        softplus, T_fwd, block, few, A_dtype, D_dtype, bias_dtype = ctx.meta
+        Bt, Dm, L = u.shape
+        N = Af.shape[1]
+        T, G, warps, TOK = _tile("bwd", Dm, N, block, few)
+        if T % T_fwd:  # the forward stored the state entering every T_fwd tokens: read every T/T_fwd-th
+            T = T_fwd
+        n_chunks, n_groups = max(1, math.ceil(L / T)), math.ceil(Dm / G)
+        dy = _like(_tokens_inner(dy), u)
+        du, ddelta = torch.empty_like(u), torch.empty_like(u, dtype=delta.dtype)
+        dz = None if z is None else torch.empty_like(u, dtype=z.dtype)
+        f32 = dict(device=u.device, dtype=torch.float32)
+        dA = torch.zeros(Dm, N, **f32)                      # atomically accumulated: zero-initialised
+        dB, dC = torch.zeros_like(B, dtype=torch.float32), torch.zeros_like(B, dtype=torch.float32)
+        dD = None if Df is None else torch.zeros(Dm, **f32)
+        dbias = None if bf is None else torch.zeros(Dm, **f32)
+        _bwd_kernel[(Bt * n_groups,)](
+            u, delta, Af, B, C, _or(Df, Af), _or(z, u), _or(bf, Af), hc, dy,
+            du, ddelta, dA, dB, dC, _or(dD, dA), _or(dz, du), _or(dbias, dA),
+            Dm, L, N, n_chunks, n_groups, u.stride(0), u.stride(1), B.stride(0), B.stride(1),
+            hc.shape[2], T // T_fwd,
+            HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=bf is not None,
+            SOFTPLUS=softplus, N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, SPREAD=TOK == 1, num_warps=warps,
+        )
+        cast = lambda g, dtype: None if g is None else g.to(dtype)
+        return (du, ddelta, dA.to(A_dtype), dB.to(B.dtype), dC.to(C.dtype), cast(dD, D_dtype), dz,
+                cast(dbias, bias_dtype), None, None)
+
+
+def _or(x: torch.Tensor | None, placeholder: torch.Tensor) -> torch.Tensor:
+    """A valid pointer for an absent optional tensor (the kernel never reads it: HAS_* is False)."""
+    return placeholder if x is None else x
+
+
+def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                          *, chunk_size: int | None = None, **_ignored):
+    """Selective scan with the Triton kernels (forward and backward); see the module docstring.
+
+    ``chunk_size``: tokens per associative-scan tile (a power of two; default from :data:`CONFIG`).
+    """
+    if chunk_size is not None and (chunk_size < 2 or chunk_size & (chunk_size - 1)):
+        raise ValueError(f"chunk_size for backend 'triton' must be a power of two >= 2, got {chunk_size}")
+    err = triton_unavailable(u.device, u.dtype)
+    if err:
+        raise RuntimeError(f"backend 'triton' unavailable: {err}")
+    if B.dim() == 4:
+        B = B[:, 0]
+    if C.dim() == 4:
+        C = C[:, 0]
+    return _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size)
