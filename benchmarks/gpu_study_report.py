@@ -6,7 +6,7 @@ and writes:
 
 * `--out` (JSON): the device and versions; the study's name and config (the flat settings its
   MLflow runs recorded); `trials`, one row per trial Tune sampled (finished / pruned / skipped /
-  failed / running) with its searched settings, iterations, params, PSNR/SSIM, energy, latency,
+  failed / unfinished) with its searched settings, iterations, params, PSNR/SSIM, energy, latency,
   peak GPU memory, run id and name; `counts`; `front`, the Pareto front of the full-budget trials
   over the study's objectives (`analysis.select.analyse_study`, what `srstudy pareto` shows) and
   its `knee`; `best_student`, the highest Set5 PSNR with params <= 150,000 among full-budget
@@ -115,7 +115,7 @@ def tune_trials(experiment_path: str | None, notices: list[str]) -> dict[str, di
 
 
 def trial_status(mlflow_status: str | None, pruned: bool, tune_status: str | None, last: dict[str, Any]) -> str:
-    """finished / pruned / skipped / failed / running, from the MLflow run's status and `pruned`
+    """finished / pruned / skipped / failed / unfinished, from the MLflow run's status and `pruned`
     tag (what `analysis.front.finished_mask` reads), then Tune's record (`constraint_violated`:
     skipped before training, no run; TERMINATED without `final`: stopped by ASHA)."""
     if tune_status == "ERROR" or mlflow_status == "FAILED":
@@ -128,7 +128,9 @@ def trial_status(mlflow_status: str | None, pruned: bool, tune_status: str | Non
         return "skipped"
     if tune_status == "TERMINATED" and not last.get("final"):
         return "pruned"  # stopped by ASHA, its run not tagged yet (the launcher stopped first)
-    return "running"  # RUNNING / PENDING in Tune, or a run left RUNNING / KILLED by a stopped launcher
+    # not finished when this report was written: running now, or interrupted with the launcher
+    # (`srstudy launch --resume` continues it): RUNNING / PENDING in Tune, or a run left RUNNING
+    return "unfinished"
 
 
 def study_config(runs: pd.DataFrame, parent_params: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
@@ -197,7 +199,7 @@ def counts(rows: list[dict]) -> dict[str, int]:
     """How many trials were sampled, trained (an MLflow run), ran the full budget, and by status."""
     out = {"sampled": len(rows), "trained": sum(r["run_id"] is not None for r in rows),
            "full_budget": sum(r["full_budget"] for r in rows)}
-    out.update({s: sum(r["status"] == s for r in rows) for s in ("finished", "pruned", "skipped", "failed", "running")})
+    out.update({s: sum(r["status"] == s for r in rows) for s in ("finished", "pruned", "skipped", "failed", "unfinished")})
     return out
 
 

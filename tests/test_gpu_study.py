@@ -233,9 +233,9 @@ def test_report_status_of_a_trial_follows_its_run_then_tunes_record(monkeypatch)
     assert status("KILLED", False, "TERMINATED", {"final": False, "iteration": 1000}) == "pruned"  # not tagged yet
     assert status(None, False, "TERMINATED", {"final": True, "constraint_violated": True}) == "skipped"
     assert status("FAILED", False, "ERROR", {}) == "failed" and status(None, False, "ERROR", {}) == "failed"
-    assert status("RUNNING", False, "RUNNING", {"iteration": 250}) == "running"
-    assert status("KILLED", False, "PAUSED", {}) == "running"  # stopped at a sitting's deadline, resumes
-    assert status(None, False, "PENDING", {}) == "running"
+    assert status("RUNNING", False, "RUNNING", {"iteration": 250}) == "unfinished"
+    assert status("KILLED", False, "PAUSED", {}) == "unfinished"  # stopped at a sitting's deadline, resumes
+    assert status(None, False, "PENDING", {}) == "unfinished"
 
 
 @pytest.mark.data
