@@ -3,7 +3,9 @@
 # (setsid nohup) and polled: the training steps vs the mamba_ssm reference in fp32 / tf32 / bf16
 # (issue 15), the energy attribution study (issue 17), the recipe student at tf32 (issue 15),
 # then the GPU study (issue 16) until END_AT, when it is stopped and its state packed to come
-# back (benchmarks/gpu/study_state.py) and resume at the next sitting.
+# back (benchmarks/gpu/study_state.py) and resume at the next sitting; `report` writes the
+# study's results; `scanvar` times benchmarks/gpu/variants/; `bankcost` trains the study's base
+# trial with the live DVMSR teacher and with a teacher bank (same seed and iterations).
 #
 # Before: the data root at /tmp/devdata (train/{T91,BSD200}/HR, benchmarks/{Set5,Set14}/HR,
 # checkpoints/DVMSR.pth), the Ray/Optuna/MLflow bundle installed (/tmp/site on PYTHONPATH),
@@ -16,7 +18,8 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 O=${O:-/tmp/out}; R=$O/r; mkdir -p "$R"
-DATA=${DATA:-/tmp/devdata}; W=${W:-/tmp/gpu_study}
+DATA=${DATA:-/tmp/devdata}; W=${W:-/tmp/gpu_study}; STATE=${STATE:-/tmp/state/gpu_study_state.tgz}
+STUDY_CONFIG=${STUDY_CONFIG:-benchmarks/configs/gpu_study.yaml}
 STAGES=${STAGES:-"step energy recipe study"}
 END_AT=${END_AT:-$(( $(date +%s) + 1200 ))}
 t0=$(date +%s); el() { echo "[t=$(( $(date +%s) - t0 ))s] $*" | tee -a "$R/timeline.txt"; }
@@ -48,11 +51,11 @@ stage_recipe() {
   tail -3 "$R/recipe.log"
 }
 stage_study() {
-  if [[ -f /tmp/state/gpu_study_state.tgz && ! -d "$W" ]]; then
-    el "unpacking the study state"; python3 benchmarks/gpu/study_state.py unpack /tmp/state/gpu_study_state.tgz
+  if [[ -f "$STATE" && ! -d "$W" ]]; then
+    el "unpacking the study state"; python3 benchmarks/gpu/study_state.py unpack "$STATE"
   fi
   el "GPU study until $(date -d @"$END_AT" +%T)"
-  srstudy launch --config benchmarks/configs/gpu_study.yaml --data-root "$DATA" --workdir "$W" --resume \
+  srstudy launch --config "$STUDY_CONFIG" --data-root "$DATA" --workdir "$W" --resume \
     >> "$R/study.log" 2>&1 &
   pid=$!
   while kill -0 "$pid" 2> /dev/null && (( $(date +%s) < END_AT )); do sleep 5; done
@@ -79,6 +82,18 @@ stage_scanvar() {  # the scan variants under benchmarks/gpu/variants/ against th
   python3 benchmarks/bench_scan_tiles.py "${extras[@]}" --no-conv --keep 4 --out "$R/scan_tiles_variants.json" \
     > "$R/scan_tiles_variants.log" 2>&1
   grep -E "^(shape|D[0-9])" "$R/scan_tiles_variants.log" | grep -v "{"
+}
+stage_bankcost() {  # issue 16 item 1: the teacher bank's PSNR against the live teacher, same seed and iterations
+  local it=${BANK_ITERATIONS:-1000} patches=${BANK_PATCHES:-16384}
+  for mode in live bank; do
+    el "GPU study's base trial, DVMSR teacher $mode, $it iterations"
+    local extra=(); [[ $mode == bank ]] && extra=(--set "teacher.bank_patches=$patches")
+    python3 benchmarks/paper_recipe_trial.py --data-root "$DATA" --workdir "/tmp/bankcost_$mode" \
+      --out "$R/bankcost_${mode}_h200.json" --set alpha=0.8 --set precision=tf32 --set "iterations=$it" \
+      --set "teacher.checkpoint=$DATA/checkpoints/DVMSR.pth" --set teacher.arch.n_groups=4 --sets Set5,Set14 \
+      "${extra[@]}" > "$R/bankcost_$mode.log" 2>&1
+    tail -3 "$R/bankcost_$mode.log"
+  done
 }
 for stage in $STAGES; do  # in the order given
   if declare -f "stage_$stage" > /dev/null; then "stage_$stage"; else el "unknown stage $stage"; fi
