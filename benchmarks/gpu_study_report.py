@@ -313,6 +313,24 @@ def winner(best: dict, tracking_uri: str, args, device: torch.device, notices: l
     return best, False
 
 
+def knee_export(knee: dict | None, best: dict | None, tracking_uri: str, args, device: torch.device) -> dict | None:
+    """The knee's export (issue 16 item 5 asks for the best student *and* the knee): the same
+    ONNX + parity + latency as the best student's, or a pointer when the knee is that student."""
+    from srstudy.deploy.onnx import ExportError
+
+    if knee is None or args.no_export:
+        return None
+    if best is not None and knee.get("run_id") == best.get("run_id"):
+        return {"same_as": "best_student"}
+    try:
+        net = fetch_student(tracking_uri, knee["run_id"], None)
+        with tempfile.TemporaryDirectory(prefix="gpu-study-knee-") as tmp:
+            out = args.export_dir / "knee" if args.export_dir is not None else Path(tmp)
+            return deploy(net, device, out)
+    except ExportError as e:
+        return {"error": str(e)}
+
+
 def comparison(best: dict | None) -> list[dict]:
     """PSNR on Set5 / Set14 / BSD100: the best student, bicubic (as `paper_recipe_trial` records
     it), the paper's student (only Set5 published) and FSRCNN (published x4)."""
@@ -370,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         notices.append(f"no best student: no full-budget trial with a Set5 PSNR and params <= {PARAMS_LIMIT}")
     else:
         best, failed = winner(best, source.tracking_uri, args, device, notices)
+    if (knee_deploy := knee_export(knee, best, source.tracking_uri, args, device)) is not None:
+        out["knee"] = {**knee, "deploy": knee_deploy}
+        failed = failed or "error" in knee_deploy
     out.update(best_student=clean(best), comparison=comparison(best), notices=notices)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(clean(out), indent=1, default=str))

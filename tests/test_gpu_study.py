@@ -315,4 +315,7 @@ def test_report_of_a_tiny_gpu_study_on_cpu(tmp_path, shared_data):
     pareto = json.loads(res.stdout[res.stdout.index("["): res.stdout.rindex("]") + 1])
     assert [r["run_id"] for r in report["front"]] == [r["run_id"] for r in pareto]
     assert report["knee"]["run_id"] == next(r["run_id"] for r in pareto if r["knee"])
+    knee_deploy = report["knee"]["deploy"]  # the knee is exported too (or is the best student)
+    assert knee_deploy == {"same_as": "best_student"} if report["knee"]["run_id"] == best["run_id"] else (
+        knee_deploy["max_abs_diff"] <= knee_deploy["tolerance"] and knee_deploy["latency_lr64_batch1"]["onnxruntime_ms"] > 0)
     assert png.stat().st_size > 10_000
