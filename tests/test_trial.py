@@ -49,6 +49,9 @@ def test_tiny_trial_logs_params_metrics_artifacts_and_no_energy(tmp_path):
     assert 0 < m["val_psnr"] < 60 and 0 < m["val_ssim"] <= 1
     assert m["params"] == cfg.student.param_count() and m["flops"] > 0
     assert m["latency_ms"] > 0 and m["iterations_per_s"] > 0 and m["wall_time_s"] > 0
+    # where the wall time went: setup (data, model, run) + training + after training
+    assert m["after_training_s"] > 0 and m["setup_s"] >= 0
+    assert m["setup_s"] + m["train_time_s"] + m["after_training_s"] == pytest.approx(m["wall_time_s"], abs=1e-6)
     history = client.get_metric_history(run.info.run_id, "val_psnr")
     assert sorted(h.step for h in history) == [3, 6]
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 2

@@ -153,13 +153,16 @@ def run_trial(
         trained_here = resumed_from != cfg.iterations
         try:
             write_record(tdir, record)
+            after0 = time.perf_counter()
             missing = AfterTraining(cfg=cfg, run=run, student=student, device=device, trial_dir=tdir, record=record,
                                     rerun=not trained_here, gpu_session=gpu.session).run_missing()
             if trained_here:  # the whole trial ran in this process: its wall time means something
-                record["metrics"]["wall_time_s"] = time.perf_counter() - wall0
+                timing = wall_time_split(wall_s=time.perf_counter() - wall0, after_s=time.perf_counter() - after0,
+                                         train_s=record["metrics"].get("train_time_s"))
+                record["metrics"].update(timing)
                 write_record(tdir, record)
                 try:
-                    run.log_metrics({"wall_time_s": record["metrics"]["wall_time_s"]}, step=cfg.iterations)
+                    run.log_metrics(timing, step=cfg.iterations)
                 except Exception as e:  # noqa: BLE001 — it is in the record
                     log.warning("wall_time_s not logged to MLflow run %s (%s); it is in %s", run.run_id, e,
                                 RESULT_FILE)
@@ -168,6 +171,16 @@ def run_trial(
             raise
     run.finish("FINISHED")
     return TrialResult(run.run_id, record["metrics"], tdir, resumed_from or None, missing)
+
+
+def wall_time_split(*, wall_s: float, after_s: float, train_s: float | None) -> dict[str, float]:
+    """Where a trial's wall time went: `wall_time_s`, `after_training_s` (scoring, latency,
+    inference energy, artifacts) and, when the training time is known, `setup_s` = the rest
+    (data, teacher, model, MLflow run: everything before the first iteration)."""
+    out = {"wall_time_s": wall_s, "after_training_s": after_s}
+    if train_s is not None:
+        out["setup_s"] = max(wall_s - after_s - train_s, 0.0)
+    return out
 
 
 def _trained_student(cfg: TrialConfig, tdir: Path, device: torch.device, backend: str) -> DVMSR:
