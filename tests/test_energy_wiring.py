@@ -193,3 +193,35 @@ def test_launcher_energy_is_off_without_a_gpu_and_says_why(tmp_path):
     gpu_study = StudyConfig.model_validate(tiny_study_config(workdir.path, resources={"cpu": 1, "gpu": 0.5}))
     assert open_study_energy(gpu_study, workdir, parent) is None  # this node has no NVML GPU: the reason
     assert parent.data().tags[UNAVAILABLE_TAG] and "no GPU" not in parent.data().tags[UNAVAILABLE_TAG]
+
+
+def test_teacher_share_is_the_teacher_work_a_trial_caused():
+    """Issue 17 §2: gpu_energy_j = exclusive J/iteration × iterations + the trial's share of the
+    teacher work it caused; the rule names itself in a tag; unmeasured stays absent."""
+    from pathlib import Path
+
+    from srstudy.measure.energy import EnergyResult
+    from srstudy.trials.gpu_energy import TrialGpu, teacher_share, training_energy
+    from srstudy.trials.teacher import Teacher
+
+    def teacher(source, joules=9000.0, iterations=300, this_run=300):
+        meta = {"iterations": iterations, "iterations_this_run": this_run,
+                "energy": {} if joules is None else {"gpu_energy_j": joules}}
+        return Teacher(model=None, source=source, path=Path("t.pth"), meta=meta)
+
+    assert teacher_share(teacher("cache"), alpha=0.5, sharers=4)[0] == 2250.0  # in a study: 1/num_samples
+    assert teacher_share(teacher("trained"), alpha=0.5, sharers=None)[0] == 9000.0  # it trained it
+    share, tags = teacher_share(teacher("cache"), alpha=0.5, sharers=None)
+    assert share == 0.0 and "reused" in tags["energy_teacher_share"]
+    for t, alpha, why in ((teacher("cache"), 0.0, "alpha = 0"), (None, 0.5, "alpha = 0"),
+                          (teacher("checkpoint"), 0.5, "checkpoint"), (teacher("cache", joules=None), 0.5, "not measured"),
+                          (teacher("cache", this_run=100), 0.5, "resumed")):
+        share, tags = teacher_share(t, alpha=alpha, sharers=4)
+        assert share is None and why in tags["energy_teacher_share"]
+    # without a session (a GPU without the window), the whole-run objective takes the share too
+    whole = EnergyResult(energy_j=4000.0, seconds=10.0, shared_processes=0)
+    m, _ = training_energy(TrialGpu(), whole, 100, teacher_energy_j=250.0)
+    assert m["gpu_energy_j"] == 4250.0 and m["gpu_energy_teacher_share_j"] == 250.0
+    blind = EnergyResult(energy_j=None, seconds=10.0, reason="no NVML")
+    m, _ = training_energy(TrialGpu(), blind, 100, teacher_energy_j=250.0)
+    assert "gpu_energy_j" not in m and "gpu_energy_teacher_share_j" not in m  # absent, not 250

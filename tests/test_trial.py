@@ -59,6 +59,7 @@ def test_tiny_trial_logs_params_metrics_artifacts_and_no_energy(tmp_path):
     assert not [k for k in m if "energy" in k or k.startswith("gpu_")]  # no GPU memory either
     assert "cpu" in run.data.tags["energy_unavailable_reason"]
     assert "energy_method" not in run.data.tags  # no GPU energy session on CPU: no lock, no PID registration
+    assert "not measured" in run.data.tags["energy_teacher_share"]  # the teacher trained here, on CPU: no joules
     assert not (workdir / "locks").exists() and not (workdir / "trial_pids").exists()
     assert run.data.tags["scan_backend"] == "chunked" and run.data.tags["device"] == "cpu"
     arts = set()

@@ -44,7 +44,7 @@ from srstudy.tracking import TrialRun
 from srstudy.workdir import StudyDir
 
 from . import inputs
-from .gpu_energy import TrialGpu, training_energy, trial_gpu, whole_run_meter
+from .gpu_energy import TrialGpu, teacher_share, training_energy, trial_gpu, whole_run_meter
 from .loop import CHECKPOINT_NAME, LoopSpec, LoopState, load_training_checkpoint, train
 from .memory import check_fits, student_estimate
 from .scoring import RESULT_FILE, AfterTraining, new_record, read_record, write_record
@@ -66,6 +66,7 @@ class TrialHooks:
     on_validate: Hook | None = None
     on_checkpoint: Callable[[int, Path], None] | None = None
     progress: Callable[[int, int], None] | None = None
+    teacher_sharers: int | None = None  # the study's trials sharing the launcher's teacher (its energy share)
 
 
 @dataclass
@@ -112,6 +113,7 @@ def run_trial(
     on_validate: Hook | None = None,
     on_checkpoint: Callable[[int, Path], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    teacher_sharers: int | None = None,
 ) -> TrialResult:
     """Run (or resume, or complete, or return the finished result of) one trial; see the
     module docstring.
@@ -121,7 +123,9 @@ def run_trial(
     after each validation, `on_checkpoint(it, trial_dir)` after each checkpoint.
     `workdir`: the study folder (default `./srstudy-runs`). `trial_id`: the launcher's id of
     the trial (Tune's trial id), which keys the study's energy attribution; default `run_name`,
-    else the trial folder's name.
+    else the trial folder's name. `teacher_sharers`: in a study, its num_samples — each trial
+    that distils takes that fraction of the teacher's training energy into `gpu_energy_j`
+    (`gpu_energy.teacher_share`).
     """
     wall0 = time.perf_counter()
     workdir = StudyDir(workdir)
@@ -143,7 +147,7 @@ def run_trial(
             run, student, record, resumed_from = _train_student(
                 cfg, workdir=workdir, tracking_uri=tracking_uri, tdir=tdir, device=device, backend=backend,
                 parent_run_id=parent_run_id, run_name=run_name, run_tags=run_tags, teacher_cache=teacher_cache,
-                hooks=TrialHooks(on_validate, on_checkpoint, progress), gpu=gpu)
+                hooks=TrialHooks(on_validate, on_checkpoint, progress, teacher_sharers), gpu=gpu)
         else:  # trained before, but steps after training are missing: complete them into the same run
             log.info("trial in %s finished training; completing the missing step(s) %s into MLflow run %s",
                      tdir, ", ".join(record["missing_steps"]), record["run_id"])
@@ -323,9 +327,10 @@ def _train_and_measure(cfg: TrialConfig, run: TrialRun, *, student: DVMSR, optim
     if ran:
         metrics["iterations_per_s"] = ran / train_s
     metrics.update(_peak_gpu_memory(device))
-    energy_metrics, energy_tags = training_energy(gpu, energy, ran)
+    share_j, share_tags = teacher_share(teacher, alpha=cfg.alpha, sharers=hooks.teacher_sharers)
+    energy_metrics, energy_tags = training_energy(gpu, energy, ran, teacher_energy_j=share_j)
     metrics.update(energy_metrics)
     final = {k: v for k, v in metrics.items() if k not in static and k not in last_val}  # not logged yet
-    tags = {**energy_tags, "energy_iterations": ran, "resumed_from": start_it or None}
+    tags = {**energy_tags, **share_tags, "energy_iterations": ran, "resumed_from": start_it or None}
     return new_record(run.run_id, metrics, final_metrics=final, final_tags=tags, energy=energy)
 

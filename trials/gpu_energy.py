@@ -31,7 +31,8 @@ from srstudy.measure.trial_session import TrialEnergySession, WindowSettings
 
 log = logging.getLogger("srstudy.trial")
 
-__all__ = ["TrialGpu", "inference_energy", "open_session", "training_energy", "trial_gpu", "whole_run_meter"]
+__all__ = ["TrialGpu", "inference_energy", "open_session", "teacher_share", "training_energy", "trial_gpu",
+           "whole_run_meter"]
 
 #: the tag saying why a CUDA trial has no exclusive window (its gpu_energy_j is the whole-run counter)
 UNAVAILABLE_TAG = "energy_window_unavailable_reason"
@@ -96,24 +97,58 @@ def whole_run_meter(device: torch.device, cfg: TrialConfig, gpu: TrialGpu) -> En
     return energy_meter(device=device, sample_hz=cfg.energy_sample_hz)
 
 
-def training_energy(gpu: TrialGpu, whole_run: EnergyResult, iterations: int) -> tuple[dict[str, float], dict[str, str]]:
+def teacher_share(teacher, *, alpha: float, sharers: int | None) -> tuple[float | None, dict[str, str]]:
+    """This trial's share of the teacher work it caused, in joules, and the tag saying how.
+
+    The teacher's training energy is measured once, where it trains (its cache entry's
+    `energy.gpu_energy_j`). In a study the launcher trains it once for all trials, so each
+    trial that distils from it (α > 0) takes 1/`sharers` of it (`sharers`: the study's
+    num_samples, its planned trials: an allocation, not a measurement). A single trial takes
+    all of it when it trained the teacher and 0 when it reused a cached one. None (absent) when
+    there was no teacher work or its energy was not measured; the tag says why.
+    """
+    tag = "energy_teacher_share"
+    if teacher is None or alpha <= 0:
+        return None, {tag: "none: no teacher (alpha = 0)"}
+    if teacher.source == "checkpoint":
+        return None, {tag: "none: the teacher came from a checkpoint, no teacher training"}
+    meta = teacher.meta or {}
+    joules = (meta.get("energy") or {}).get("gpu_energy_j")
+    if joules is None:
+        return None, {tag: "absent: the teacher's training energy was not measured"}
+    if meta.get("iterations_this_run", meta.get("iterations")) != meta.get("iterations"):
+        return None, {tag: "absent: the teacher's training was resumed, the energy of its first part is not recorded"}
+    if sharers:
+        return joules / sharers, {tag: f"teacher training energy / {sharers} (the study's planned trials)"}
+    if teacher.source == "trained":
+        return joules, {tag: "all: this trial trained the teacher"}
+    return 0.0, {tag: "0: the teacher was reused from the cache (its training was charged where it ran)"}
+
+
+def training_energy(gpu: TrialGpu, whole_run: EnergyResult, iterations: int,
+                    teacher_energy_j: float | None = None) -> tuple[dict[str, float], dict[str, str]]:
     """The training's energy metrics and tags (see the module docstring).
 
     Without a session: the whole-run meter's, as before. With one: `session.finish` (the
     objective, the window, the study's idle baseline, time blocked by others' windows), the
     whole-run counter as `gpu_energy_whole_run_j`, and `gpu_avg_power_w` only when the trial
     had the GPU alone (else it is the whole GPU's). `iterations`: the training iterations
-    this process ran.
+    this process ran. `teacher_energy_j` (`teacher_share`): added to the objective `gpu_energy_j`
+    and logged as `gpu_energy_teacher_share_j`, whenever the objective is measured.
     """
     if gpu.session is None:
-        return whole_run.metrics(iterations=iterations or None), {**whole_run.tags(), **gpu.tags()}
+        metrics = whole_run.metrics(iterations=iterations or None)
+        if teacher_energy_j is not None and metrics.get("gpu_energy_j") is not None:
+            metrics["gpu_energy_j"] += teacher_energy_j
+            metrics["gpu_energy_teacher_share_j"] = teacher_energy_j
+        return metrics, {**whole_run.tags(), **gpu.tags()}
     tags = whole_run.tags()
     if reason := tags.pop("energy_unavailable_reason", None):
         tags["energy_whole_run_unavailable_reason"] = reason
     if iterations <= 0:
         return {}, {**tags, "energy_unavailable_reason": "no training iteration ran in this process "
                                                          "(resumed from the final checkpoint)"}
-    metrics, window_tags = gpu.session.finish(whole_run, iterations)
+    metrics, window_tags = gpu.session.finish(whole_run, iterations, teacher_energy_j=teacher_energy_j)
     if window_tags.get("energy_method") == "whole_run" and whole_run.avg_power_w is not None:
         metrics["gpu_avg_power_w"] = whole_run.avg_power_w
     return metrics, {**tags, **window_tags}

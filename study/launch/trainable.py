@@ -57,7 +57,7 @@ def tune_trial(params: dict[str, Any], *, study_json: str, workdir: str, trackin
                        parent_run_id=parent_run_id, trial_id=tid, teacher_cache=study_dir.teachers,
                        run_name=trial_run_name({k: params[k] for k in study.search_space if k in params}),
                        run_tags={TUNE_TRIAL_TAG: tid},
-                       on_validate=on_validate)
+                       on_validate=on_validate, teacher_sharers=study.num_samples)
     m = result.metrics
     final = {**base, **m, "iteration": cfg.iterations, "final": True, "mlflow_run_id": result.run_id}
     broken = [str(c) for c in study.constraints if c.metric in m and not c.holds(m[c.metric])]
