@@ -57,7 +57,10 @@ __all__ = ["selective_scan_triton", "triton_unavailable", "CONFIG", "BLOCK_L"]
 #: A launch of fewer programs than ``min_programs`` (batch-1 inference: Bt·Dm/G ≈ 60) takes the
 #: ``*_few`` tiles instead: longer chunks and more warps per program, or the GPU idles.
 CONFIG = {"fwd": (32, 2, 1), "bwd": (32, 1, 1),  # fastest at B 128 × L 4096 × D 64/120 on an H200
-          "fwd_few": (128, 1, 4), "bwd_few": (128, 1, 8), "min_programs": 512}
+          "fwd_few": (128, 1, 4), "bwd_few": (128, 1, 8), "min_programs": 512,
+          # the backward's per-token rows spread over N (`_load_tok`): fewer warp shuffles in the
+          # sm_90 SASS (690 -> 478 a chunk, Triton 3.6); off until an H200 times it (NOTES_issue15.md)
+          "bwd_spread": False}
 BLOCK_L = CONFIG["fwd"][0]
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x·log2 e)
 
@@ -83,13 +86,26 @@ def _first_order(a1, b1, a2, b2):
 
 
 @triton.jit
-def _delta(dt_ptr, offs, m, bias, SOFTPLUS: tl.constexpr):
+def _delta(dt_ptr, offs, m, n, bias, SOFTPLUS: tl.constexpr, SPREAD: tl.constexpr):
     """Δ at offsets `offs` (0 where masked: a = 1, b = 0, the identity step) and its pre-softplus value."""
-    raw = tl.load(dt_ptr + offs, mask=m, other=0.0).to(tl.float32) + bias
+    raw = _load_tok(dt_ptr, offs, m, n, SPREAD) + bias
     dt = raw
     if SOFTPLUS:
         dt = tl.where(raw <= 20.0, tl.log(1.0 + tl.exp(raw)), raw)
     return tl.where(m, dt, 0.0), raw
+
+
+@triton.jit
+def _load_tok(ptr, offs, m, n, SPREAD: tl.constexpr):
+    """A per-token row (G, 1, T) at `offs` (0 where masked), in fp32.
+
+    SPREAD: loaded as a (G, N, T) tile with only row n = 0 live, then summed over N: the result
+    has the (G, N, T) state tiles' layout (sliced along N), so broadcasting it against them and
+    reducing them over N need no layout conversion; the sum costs log2(lanes along N) shuffles."""
+    if SPREAD:
+        x = tl.load(ptr + offs + n * 0, mask=m & (n == 0), other=0.0).to(tl.float32)
+        return tl.sum(x, axis=1, keep_dims=True)
+    return tl.load(ptr + offs, mask=m, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -128,8 +144,8 @@ def _row0_value(x, n, TOK: tl.constexpr):
 
 
 @triton.jit
-def _chunk(u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, t, dm, nm, A2, bias, h_in, L,
-           SOFTPLUS: tl.constexpr, BLOCK: tl.constexpr, TOK: tl.constexpr):
+def _chunk(u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, n, t, dm, nm, A2, bias, h_in, L,
+           SOFTPLUS: tl.constexpr, BLOCK: tl.constexpr, TOK: tl.constexpr, SPREAD: tl.constexpr):
     """Chunk c's inputs and its states h_t : (G, N, T) from the states h_in : (G, N, 1) entering it.
 
     TOK = 1: per-token values (u, Δ, …) are (G, 1, T) tiles; TOK = N: they are loaded as (G, N, T)
@@ -140,8 +156,8 @@ def _chunk(u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, t, dm, nm, A2, bias, h_in, L
         tt = tt + nm.to(tl.int32) * 0                                           # (1, N, T)
     tm = tt < L
     m1 = dm & tm                                                                # (G, TOK, T)
-    u = tl.load(u_ptr + row + tt, mask=m1, other=0.0).to(tl.float32)
-    dt, raw = _delta(dt_ptr, row + tt, m1, bias, SOFTPLUS)
+    u = _load_tok(u_ptr, row + tt, m1, n, SPREAD)
+    dt, raw = _delta(dt_ptr, row + tt, m1, n, bias, SOFTPLUS, SPREAD)
     mB = nm & tm                                                                # (1, N, T)
     Bv = tl.load(B_ptr + bc + tt, mask=mB, other=0.0).to(tl.float32)
     Cv = tl.load(C_ptr + bc + tt, mask=mB, other=0.0).to(tl.float32)
@@ -166,7 +182,7 @@ def _fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_pt
     for c in range(n_chunks):
         tl.store(hc_ptr + hc_rows + c * N, h, mask=dm & nm)                     # state entering chunk c
         tt, tm, m1, mB, u, dt, raw, dtu, Bv, Cv, bb, hs = _chunk(
-            u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, t, dm, nm, A2, bias, h, L, SOFTPLUS, BLOCK, TOK)
+            u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, n, t, dm, nm, A2, bias, h, L, SOFTPLUS, BLOCK, TOK, False)
         y = tl.sum(hs * Cv, axis=1, keep_dims=True)                             # y : (G, 1, T)
         if HAS_D:
             y += Dd * u
@@ -183,7 +199,7 @@ def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_p
                 Dm, L, N, n_chunks, n_groups, su_b, su_d, sB_b, sB_n, hc_chunks, hc_every,
                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr, G: tl.constexpr,
-                TOK: tl.constexpr):
+                TOK: tl.constexpr, SPREAD: tl.constexpr):
     b, d, n, t, dm, nm, A2, bias, Dd, row, bc = _program(
         A_ptr, D_ptr, bias_ptr, Dm, N, n_groups, su_b, su_d, sB_b, sB_n, HAS_D, HAS_BIAS, N_P2, BLOCK, G)
     A = A2 / LOG2E
@@ -197,12 +213,12 @@ def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_p
         h0 = tl.load(hc_ptr + hc_rows + c * hc_every * N, mask=dm & nm, other=0.0)
         # recompute the chunk's states from its entry state
         tt, tm, m1, mB, u, dt, raw, dtu, Bv, Cv, bb, hs = _chunk(
-            u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, t, dm, nm, A2, bias, h0, L, SOFTPLUS, BLOCK, TOK)
+            u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, n, t, dm, nm, A2, bias, h0, L, SOFTPLUS, BLOCK, TOK, SPREAD)
         ms = _row0(m1, n, TOK)                                                  # per-token stores
-        dt_next, _r = _delta(dt_ptr, row + tt + 1, dm & (tt + 1 < L), bias, SOFTPLUS)
-        dy = tl.load(dy_ptr + row + tt, mask=m1, other=0.0).to(tl.float32)   # (G, TOK, T)
+        dt_next, _r = _delta(dt_ptr, row + tt + 1, dm & (tt + 1 < L), n, bias, SOFTPLUS, SPREAD)
+        dy = _load_tok(dy_ptr, row + tt, m1, n, SPREAD)                         # (G, TOK, T)
         if HAS_Z:  # y = (Σ C·h + D·u)·silu(z)
-            zv = tl.load(z_ptr + row + tt, mask=m1, other=0.0).to(tl.float32)
+            zv = _load_tok(z_ptr, row + tt, m1, n, SPREAD)
             sz = tl.sigmoid(zv)
             y_pre = tl.sum(hs * Cv, axis=1, keep_dims=True)
             if HAS_D:
@@ -298,6 +314,7 @@ class _TritonScan(torch.autograd.Function):
             SOFTPLUS=bool(delta_softplus), N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, num_warps=warps,
         )
         ctx.save_for_backward(u, delta, Af, B, C, Df, z, bf, hc)
+        ctx.spread = bool(CONFIG["bwd_spread"])  # read at the forward: the backward runs later
         ctx.meta = (bool(delta_softplus), T, block, few, A.dtype,
                     None if D is None else D.dtype, None if delta_bias is None else delta_bias.dtype)
         return y
@@ -306,6 +323,7 @@ class _TritonScan(torch.autograd.Function):
     def backward(ctx, dy):
         u, delta, Af, B, C, Df, z, bf, hc = ctx.saved_tensors
         softplus, T_fwd, block, few, A_dtype, D_dtype, bias_dtype = ctx.meta
+        spread = ctx.spread
         Bt, Dm, L = u.shape
         N = Af.shape[1]
         T, G, warps, TOK = _tile("bwd", Dm, N, block, few)
@@ -326,7 +344,7 @@ class _TritonScan(torch.autograd.Function):
             Dm, L, N, n_chunks, n_groups, u.stride(0), u.stride(1), B.stride(0), B.stride(1),
             hc.shape[2], T // T_fwd,
             HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=bf is not None,
-            SOFTPLUS=softplus, N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, num_warps=warps,
+            SOFTPLUS=softplus, N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, SPREAD=spread and TOK == 1, num_warps=warps,
         )
         cast = lambda g, dtype: None if g is None else g.to(dtype)
         return (du, ddelta, dA.to(A_dtype), dB.to(B.dtype), dC.to(C.dtype), cast(dD, D_dtype), dz,

@@ -1,8 +1,9 @@
 """The scan-backward variant benchmarks/gpu/variants/scan_triton_v3.py against the reference recurrence.
 
-The variant is a copy of models/scan_triton.py whose backward holds per-token rows in the state
-tiles' layout (see NOTES_issue15.md); the GPU benchmark times it against the shipped kernels
-(`bench_scan_tiles.py --extra v3=...`), so its forward and every gradient must be right first.
+The variant is the shipped models/scan_triton.py with CONFIG["bwd_spread"] on: its backward holds
+per-token rows in the state tiles' layout (see NOTES_issue15.md); the GPU benchmark times it
+against the shipped default (`bench_scan_tiles.py --extra scan_triton_v3=...`), so its forward
+and every gradient must be right first.
 On a CPU machine the kernels run in Triton's interpreter, which needs TRITON_INTERPRET=1 before
 triton is imported: one driver test re-runs this file in a subprocess with it set, as
 test_scan_triton.py does.
@@ -75,12 +76,17 @@ def test_interpreted_variant_forward_and_gradients_match_reference(shape, flags)
 def test_interpreted_variant_channel_groups_and_longer_backward_chunks():
     """G channels per program (more than Dm: masked channels), a backward chunk twice the forward's, token tiles."""
     mod = _variant()
-    for fwd, bwd in [((8, 2, 1), (16, 4, 1)), ((8, 1, 1, 1), (16, 2, 1, 1)), ((8, 2, 1), (8, 1, 1))]:
-        mod.CONFIG["fwd"], mod.CONFIG["bwd"] = fwd, bwd
-        for shape in [(2, 3, 37, 4, None), (1, 5, 64, 16, None)]:
-            for flags in FLAGS[:2]:
-                errs = _errors(mod.selective_scan_triton, shape, flags)
-                assert max(errs.values()) <= 2e-5, (fwd, bwd, shape, flags, errs)
+    tiles = mod.CONFIG["fwd"], mod.CONFIG["bwd"]
+    try:
+        for fwd, bwd in [((8, 2, 1), (16, 4, 1)), ((8, 1, 1, 1), (16, 2, 1, 1)), ((8, 2, 1), (8, 1, 1))]:
+            mod.CONFIG["fwd"], mod.CONFIG["bwd"] = fwd, bwd
+            for shape in [(2, 3, 37, 4, None), (1, 5, 64, 16, None)]:
+                for flags in FLAGS[:2]:
+                    errs = _errors(mod.selective_scan_triton, shape, flags)
+                    assert max(errs.values()) <= 2e-5, (fwd, bwd, shape, flags, errs)
+    finally:
+        mod.CONFIG["fwd"], mod.CONFIG["bwd"] = tiles
+    assert mod.CONFIG["bwd_spread"] is False  # the shipped default is back after every call
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not importable")

@@ -1,6 +1,7 @@
 """Static instruction counts of the scan kernels, compiled for sm_90 on a machine without a GPU.
 
     python benchmarks/gpu/sass_counts.py [--module path/to/scan_module.py] [--tile 32,1,1] [--dump DIR]
+    python benchmarks/gpu/sass_counts.py --which bwd --set SPREAD=1   # the spread backward (v3)
 
 Compiles a scan module's `_fwd_kernel` and `_bwd_kernel` (default: models/scan_triton.py) with
 `triton.compile` for `GPUTarget("cuda", 90, 32)` at the training shape (B 128, L 4096, D 64, N 16,
@@ -48,7 +49,8 @@ def _launch_values(mod, which: str, tile: tuple[int, ...]) -> dict:
                 sB_n=L, hc_chunks=L // mod.CONFIG["fwd"][0], hc_every=T // mod.CONFIG["fwd"][0],
                 HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, N_P2=N, BLOCK=T, G=G,
                 TOK=(N if tok and tok[0] else 1))
-    vals["SPREAD"] = vals["TOK"] == 1  # variants/scan_triton_v3.py: per-token rows in the state tiles' layout
+    # CONFIG["bwd_spread"] (variants/scan_triton_v3.py): per-token rows in the state tiles' layout
+    vals["SPREAD"] = bool(mod.CONFIG.get("bwd_spread")) and vals["TOK"] == 1
     return vals, warps
 
 
