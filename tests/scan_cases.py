@@ -1,6 +1,12 @@
 """Random selective-scan inputs and value/gradient helpers shared by the scan tests."""
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -36,3 +42,16 @@ def value_and_grads(fn, x, softplus, gy_seed=1, **kw):
 def rel_err(a, b):
     """max |a - b| / max(1, max |b|): absolute for O(1) values, relative for large ones."""
     return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1.0)).item()
+
+
+def run_interpreted(test_file: str, expected_passed: int) -> None:
+    """Re-run `test_file`'s `interpreted` cases with TRITON_INTERPRET=1 (it must be set before
+    triton is imported, hence a subprocess); all `expected_passed` of them must pass."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "interpreted", test_file],
+        capture_output=True, text=True, env=env, cwd=Path(test_file).parent, timeout=900)
+    tail = (res.stdout + res.stderr)[-4000:]
+    assert res.returncode == 0, tail
+    found = re.search(r"(\d+) passed", res.stdout)
+    assert found and int(found.group(1)) == expected_passed, tail

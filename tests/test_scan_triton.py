@@ -8,15 +8,11 @@ same cases run compiled (`cuda` marker), plus bf16 and mamba_ssm comparisons.
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from scan_cases import call, make_inputs, rel_err, value_and_grads
+from scan_cases import call, make_inputs, rel_err, run_interpreted, value_and_grads
 from srstudy.models import scan as S
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
@@ -220,14 +216,7 @@ def test_interpreted_channel_major_mixer_matches_token_major():
 @pytest.mark.skipif(INTERPRETING or CUDA, reason="the driver of the interpreted cases, on CPU machines")
 def test_triton_kernels_in_the_interpreter_match_reference():
     """Re-run this file with TRITON_INTERPRET=1: every interpreted case must pass."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    res = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "interpreted", __file__],
-        capture_output=True, text=True, env=env, cwd=Path(__file__).parent, timeout=900)
-    tail = (res.stdout + res.stderr)[-4000:]
-    assert res.returncode == 0, tail
-    passed = int(re.search(r"(\d+) passed", res.stdout).group(1))
-    assert passed == N_INTERPRETED, tail
+    run_interpreted(__file__, N_INTERPRETED)
 
 
 @needs_triton

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from scan_cases import make_inputs, rel_err, value_and_grads
+from scan_cases import make_inputs, rel_err, run_interpreted, value_and_grads
 from srstudy.models import scan as S
 
 VARIANT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu" / "variants" / "scan_triton_v3.py"
@@ -93,10 +90,4 @@ def test_interpreted_variant_channel_groups_and_longer_backward_chunks():
 @pytest.mark.skipif(INTERPRETING or torch.cuda.is_available(), reason="the driver of the interpreted cases, on CPU")
 def test_variant_in_the_interpreter_matches_reference():
     """Re-run this file with TRITON_INTERPRET=1: every interpreted case must pass."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    res = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "interpreted", __file__],
-        capture_output=True, text=True, env=env, cwd=Path(__file__).parent, timeout=900)
-    tail = (res.stdout + res.stderr)[-4000:]
-    assert res.returncode == 0, tail
-    assert int(re.search(r"(\d+) passed", res.stdout).group(1)) == N_INTERPRETED, tail
+    run_interpreted(__file__, N_INTERPRETED)
