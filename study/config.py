@@ -355,12 +355,15 @@ class StudyConfig(_Model):
             parse_objectives(items)  # the one duplicate rule
         return items
 
+    def identity_payload(self) -> dict[str, Any]:
+        """What a resumed study must match: the whole config but the folder, the store and how
+        energy is measured (`trial.energy_window` changes no result)."""
+        return self.model_dump(mode="json", exclude={"workdir": True, "tracking_uri": True,
+                                                     "trial": {"energy_window"}})
+
     def identity(self) -> str:
-        """Hash of the whole study config (a resumed study must match it); how energy is
-        measured (`trial.energy_window`) changes no result and is left out."""
-        payload = self.model_dump(mode="json", exclude={"workdir": True, "tracking_uri": True,
-                                                        "trial": {"energy_window"}})
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of `identity_payload` (stored in the study folder; a resume must match it)."""
+        return hashlib.sha256(json.dumps(self.identity_payload(), sort_keys=True).encode()).hexdigest()[:16]
 
     def trial_config(self, params: dict[str, Any]) -> TrialConfig:
         """The base trial with sampled `params` (`{"student.rank": 3, …}`) applied."""

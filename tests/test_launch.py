@@ -130,6 +130,12 @@ def test_existing_study_needs_resume_and_the_same_config(tmp_path):
     other = load_study_config(tiny_study(tmp_path), ["num_samples=9"])
     with pytest.raises(StudyExistsError, match="different configuration"):
         launch(other, resume=True)
+    # a folder that stored its config names what changed (e.g. a data root that gained BSD100)
+    (workdir / "study.json").write_text(json.dumps({"name": "tiny", "identity": study.identity(), "parent_run_id": "x",
+                                                    "experiment_path": "y", "config": study.identity_payload()}))
+    with pytest.raises(StudyExistsError, match=r"num_samples: 4 → 9") as err:
+        launch(other, resume=True)
+    assert "trial.student" not in str(err.value)  # only what differs
 
 
 def test_study_config_errors_name_the_field(tmp_path):

@@ -10,8 +10,9 @@
 # Before: the data root at /tmp/devdata (train/{T91,BSD200}/HR, benchmarks/{Set5,Set14}/HR,
 # checkpoints/DVMSR.pth), the Ray/Optuna/MLflow bundle installed (/tmp/site on PYTHONPATH),
 # mamba-ssm's wheel parts in /tmp/wheels (built by build_mamba_ssm.sh), a packed study state
-# in /tmp/state/gpu_study_state.tgz when resuming (and benchmarks/BSD100/HR under the data root
-# for the report's BSD100 scores).
+# in /tmp/state/gpu_study_state.tgz when resuming. BSD100 for the report's scores goes under
+# another root (REPORT_DATA=/tmp/bsdroot with benchmarks/BSD100/HR): under DATA it would add
+# BSD100 to the study's scored sets, change its identity, and --resume would refuse it.
 #   END_AT=$(( $(date +%s) + 1200 )) STAGES="step energy recipe study report" \
 #     setsid nohup bash benchmarks/gpu/sitting.sh > /tmp/sitting.log 2>&1 &
 # Stages run in the order STAGES names them. Results land in /tmp/out (r/*.json and logs, results.tgz, gpu_study_state.tgz, DONE).
@@ -54,6 +55,19 @@ stage_study() {
   if [[ -f "$STATE" && ! -d "$W" ]]; then
     el "unpacking the study state"; python3 benchmarks/gpu/study_state.py unpack "$STATE"
   fi
+  if [[ -f "$W/study.json" ]] && ! python3 - "$STUDY_CONFIG" "$DATA" "$W" <<'PY'
+import json, sys
+from srstudy.config import load_study_config
+cfg, data, w = sys.argv[1:]
+study = load_study_config(cfg, [f"workdir={w}"], data_root=data)
+held = json.load(open(f"{w}/study.json"))["identity"]
+print(f"study identity: folder {held}, config here {study.identity()}")
+sys.exit(held != study.identity())
+PY
+  then
+    el "the config or the data root differs from the study's (e.g. BSD100 added under $DATA): not resuming"
+    return
+  fi
   el "GPU study until $(date -d @"$END_AT" +%T)"
   srstudy launch --config "$STUDY_CONFIG" --data-root "$DATA" --workdir "$W" --resume \
     >> "$R/study.log" 2>&1 &
@@ -71,7 +85,7 @@ stage_study() {
 }
 stage_report() {
   el "GPU study report (every trial, front, best student: BSD100, ONNX export, latency)"
-  python3 benchmarks/gpu_study_report.py --workdir "$W" --data-root "$DATA" --out "$R/gpu_study_h200.json" \
+  python3 benchmarks/gpu_study_report.py --workdir "$W" --data-root "${REPORT_DATA:-$DATA}" --out "$R/gpu_study_h200.json" \
     --best-checkpoint "$R/gpu_study_best_student.pth" --front-png "$R/gpu_study_front.png" --device cuda \
     --export-dir "$R/export" > "$R/report.log" 2>&1
   tail -4 "$R/report.log"

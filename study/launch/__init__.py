@@ -87,6 +87,18 @@ def _prepare_teacher(study: StudyConfig, study_dir: StudyDir) -> None:
     log.info("teacher ready (%s)", source)
 
 
+def config_differences(before: dict[str, Any] | None, now: dict[str, Any], limit: int = 6) -> str:
+    """` (key: started with → now, …)` for a refused resume, or "" when the folder predates
+    storing its config."""
+    if not before:
+        return ""
+    old, new = flatten(before), flatten(now)
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    shown = [f"{k}: {old.get(k, '(absent)')!r} → {new.get(k, '(absent)')!r}" for k in keys[:limit]]
+    more = f", and {len(keys) - limit} more" if len(keys) > limit else ""
+    return " (" + "; ".join(shown) + more + ")"
+
+
 def _check_resources(study: StudyConfig) -> None:
     have = ray_api.cluster_resources()
     need = {"CPU": study.resources.cpu, "GPU": study.resources.gpu, **study.resources.custom}
@@ -123,8 +135,9 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
             f"--workdir {workdir}`, or choose another --workdir")
     if state is not None and state["identity"] != study.identity():
         raise StudyExistsError(
-            f"{workdir} holds study {state['name']!r} with a different configuration; resume it with the "
-            "config it was started with, or choose another --workdir")
+            f"{workdir} holds study {state['name']!r} with a different configuration"
+            f"{config_differences(state.get('config'), study.identity_payload())}; resume it with the "
+            "config it was started with (and the same --data-root contents), or choose another --workdir")
     if resume and state is None:
         console.print(f"[yellow]--resume: no study in {workdir} yet, starting a new one[/]")
 
@@ -139,7 +152,8 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
                                 tags={"role": "study", "study": study.name})
         parent.log_params(flatten({"study": study.model_dump(mode="json", exclude={"trial"})}))
         state = {"name": study.name, "identity": study.identity(), "parent_run_id": parent.run_id,
-                 "experiment_path": str(exp_path), "objectives": [str(o) for o in objectives]}
+                 "experiment_path": str(exp_path), "objectives": [str(o) for o in objectives],
+                 "config": study.identity_payload()}
         workdir.write_state(state)
     else:
         parent = TrialRun.start(tracking_uri=tracking_uri, experiment=study.trial.experiment,
