@@ -60,8 +60,12 @@ FSRCNN = {"Set5": 30.71, "Set14": 27.59, "BSD100": 26.98}  # published x4 (Dong 
 LATENCY_LR = 64
 SCORES = [f"{s}_{m}" for s in STANDARD_SETS for m in ("psnr", "ssim")]
 ROW_METRICS = ["params", "val_psnr", "val_ssim", *SCORES, "gpu_energy_j", "gpu_energy_per_iter_j",
-               "gpu_energy_attributed_j", "latency_ms", "gpu_peak_mem_allocated_mb", "gpu_peak_mem_reserved_mb",
-               "train_time_s", "wall_time_s"]
+               "gpu_energy_attributed_j", "gpu_energy_whole_run_j", "gpu_energy_teacher_share_j",
+               "energy_window_iterations_per_s", "iterations_per_s", "latency_ms", "gpu_peak_mem_allocated_mb",
+               "gpu_peak_mem_reserved_mb", "train_time_s", "wall_time_s"]
+#: the study run's GPU accounting (docs/energy_attribution.md): the GPU's total and where it went
+STUDY_ENERGY = ["gpu_energy_study_measured_j", "gpu_energy_attributed_sum_j", "gpu_energy_no_process_j",
+                "gpu_energy_unregistered_j", "gpu_energy_attributed_over_measured", "energy_study_span_s"]
 ROW_TAGS = ["energy_method", "energy_unavailable_reason", "device_name", "post_training_failures"]
 STUDY_PREFIX, SPACE_PREFIX = "study.", "study.search_space."
 
@@ -371,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     client = source.client()
     state = StudyDir(args.workdir).read_state()
     runs = load_runs(source)
-    config, keys = study_config(runs, client.get_run(state["parent_run_id"]).data.params)
+    parent = client.get_run(state["parent_run_id"]).data
+    config, keys = study_config(runs, parent.params)
     budget = config["trial"].get("iterations")
     rows = trial_rows(runs, tune_trials(state.get("experiment_path"), notices), keys, budget)
     front_records, knee, _ = front(source, rows, args.front_png, notices)
@@ -382,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(), "study": source.study, "workdir": str(source.workdir),
         "objectives": state.get("objectives"), "config": config, "iteration_budget": budget,
         "counts": counts(rows), "trials": rows, "front": front_records, "knee": knee,
+        "study_energy": {k: parent.metrics.get(k) for k in STUDY_ENERGY},
     }
     failed = False
     if best is None:

@@ -3,9 +3,11 @@
 the app in `cli.py`."""
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -17,9 +19,36 @@ from .cli_options import (Constraints, Experiment, Objectives, Reference, StudyN
 from .workdir import DEFAULT_WORKDIR
 
 
-def _study(workdir, tracking_uri, experiment, study_name, objectives, constraints, reference, say):
-    """(source, runs, result): `analysis.load.study_source` then `analysis.select.analyse_study`,
-    their errors as one `error:` line."""
+def with_study_selection(workdir_help: str):
+    """Give a command the options that select a study's trial runs and how they are ranked
+    (--workdir, --tracking-uri, --experiment, --study, --objectives, --constraint, --reference),
+    ahead of its own; the command receives them as one `selection` dict for `_study`."""
+    shared = [("workdir", Optional[Path], typer.Option(None, "--workdir", callback=workdir_option, help=workdir_help)),
+              ("tracking_uri", TrackingUri, None), ("experiment", Experiment, None), ("study_name", StudyName, None),
+              ("objectives", Objectives, None), ("constraints", Constraints, []), ("reference", Reference, None)]
+    params = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, a, d in shared]
+
+    def wrap(fn):
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+               for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "selection"]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> None:
+            return fn(selection={n: kwargs.pop(n) for n, _, _ in shared}, **kwargs)
+
+        command.__signature__ = inspect.Signature(params + own)
+        command.__annotations__ = {p.name: p.annotation for p in params + own}
+        return command
+
+    return wrap
+
+
+def _study(selection: dict[str, Any], say):
+    """(source, runs, result): `analysis.load.study_source` then `analysis.select.analyse_study`
+    over the options of `with_study_selection`, their errors as one `error:` line."""
+    workdir, tracking_uri, experiment, study_name, objectives, constraints, reference = (
+        selection[k] for k in ("workdir", "tracking_uri", "experiment", "study_name", "objectives", "constraints",
+                               "reference"))
     from mlflow.exceptions import MlflowException
 
     from srstudy.analysis.load import SourceError, study_source
@@ -42,14 +71,9 @@ def _study(workdir, tracking_uri, experiment, study_name, objectives, constraint
     return source, runs, result
 
 
+@with_study_selection(f"a `srstudy launch` folder (study.json, mlflow.db); default ./{DEFAULT_WORKDIR}")
 def pareto_command(
-    workdir: Optional[Path] = typer.Option(None, "--workdir", callback=workdir_option, help=f"a `srstudy launch` folder (study.json, mlflow.db); default ./{DEFAULT_WORKDIR}"),
-    tracking_uri: TrackingUri = None,
-    experiment: Experiment = None,
-    study_name: StudyName = None,
-    objectives: Objectives = None,
-    constraints: Constraints = [],
-    reference: Reference = None,
+    selection: dict[str, Any],
     as_json: bool = typer.Option(False, "--json", help="print a JSON list of the front: run_id and objective values"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="write pairwise scatter plots (PNG) with the front highlighted"),
     show_all: bool = typer.Option(False, "--all", help="list every ranked run, not only the front"),
@@ -62,7 +86,7 @@ def pareto_command(
 
     out = Console(width=200) if not as_json else console
     say = (lambda m: console.print(escape(m), soft_wrap=True)) if as_json else (lambda m: out.print(escape(m), soft_wrap=True))
-    source, runs, result = _study(workdir, tracking_uri, experiment, study_name, objectives, constraints, reference, say)
+    source, runs, result = _study(selection, say)
     if as_json:
         print(json.dumps(result.to_records(front_only=not show_all), indent=1))
     else:
@@ -91,14 +115,9 @@ def pareto_command(
         say(f"tagged {n} run(s) with pareto_rank (0 = front; filter in MLflow: tags.pareto_rank = '0')")
 
 
+@with_study_selection(f"a `srstudy launch` folder; default ./{DEFAULT_WORKDIR}")
 def report_command(
-    workdir: Optional[Path] = typer.Option(None, "--workdir", callback=workdir_option, help=f"a `srstudy launch` folder; default ./{DEFAULT_WORKDIR}"),
-    tracking_uri: TrackingUri = None,
-    experiment: Experiment = None,
-    study_name: StudyName = None,
-    objectives: Objectives = None,
-    constraints: Constraints = [],
-    reference: Reference = None,
+    selection: dict[str, Any],
     out: Path = typer.Option(Path("report.html"), "--out", help="the HTML file to write (self-contained)"),
     verbose: Verbose = False,
 ) -> None:
@@ -110,8 +129,7 @@ def report_command(
     from srstudy.analysis.report import build_report_html
 
     notices: list[str] = []
-    source, runs, result = _study(workdir, tracking_uri, experiment, study_name, objectives, constraints, reference,
-                                  notices.append)
+    source, runs, result = _study(selection, notices.append)
     for n in notices:
         console.print(escape(n), soft_wrap=True)
     path = build_report_html(source, runs, result, out, notices=notices)

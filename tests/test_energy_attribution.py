@@ -198,13 +198,21 @@ def scripted(tmp_path):
     return clock, gpu, sampler
 
 
+def _both_busy(scripted, *, a, b, seconds):
+    """trial_a's PID 11 and trial_b's PID 22 on the GPU at (SM %, watts) `a` and `b` for
+    `seconds`, sampled at both ends."""
+    clock, gpu, sampler = scripted
+    gpu.add_process(11, sm=a[0], active_w=a[1])
+    gpu.add_process(22, sm=b[0], active_w=b[1])
+    sampler.sample_once()
+    clock.advance(seconds)
+    sampler.sample_once()
+
+
 def test_attribution_hand_checked_75_25(tmp_path, scripted):
     clock, gpu, sampler = scripted
-    gpu.add_process(11, sm=75, active_w=150.0)
-    gpu.add_process(22, sm=25, active_w=50.0)
-    sampler.sample_once()
-    clock.advance(10.0)
-    sampler.sample_once()  # 10 s at 300 W = 3000 J: idle 1000 → 500 + 500, active 2000 → 1500 + 500
+    _both_busy(scripted, a=(75, 150.0), b=(25, 50.0), seconds=10.0)
+    # 10 s at 300 W = 3000 J: idle 1000 → 500 + 500, active 2000 → 1500 + 500
     gpu.remove_process(22)
     clock.advance(10.0)
     sampler.sample_once()  # 10 s at 250 W = 2500 J, all trial_a's
@@ -235,11 +243,7 @@ def test_attribution_hand_checked_75_25(tmp_path, scripted):
 
 def test_attribution_idle_split_evenly_when_no_process_is_busy(tmp_path, scripted):
     clock, gpu, sampler = scripted
-    gpu.add_process(11, sm=0, active_w=10.0)
-    gpu.add_process(22, sm=0, active_w=10.0)
-    sampler.sample_once()
-    clock.advance(4.0)
-    sampler.sample_once()  # 4 s at 120 W: idle 400 and active 80, both split evenly
+    _both_busy(scripted, a=(0, 10.0), b=(0, 10.0), seconds=4.0)  # 4 s at 120 W: idle 400, active 80, split evenly
     att = attribute(read_samples(sampler.path)[1], 100.0, load_trial_pids(tmp_path))
     assert att.per_trial_j == pytest.approx({"trial_a": 240.0, "trial_b": 240.0})
 
