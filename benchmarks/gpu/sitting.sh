@@ -13,6 +13,7 @@
 # in /tmp/state/gpu_study_state.tgz when resuming. BSD100 for the report's scores goes under
 # another root (REPORT_DATA=/tmp/bsdroot with benchmarks/BSD100/HR): under DATA it would add
 # BSD100 to the study's scored sets, change its identity, and --resume would refuse it.
+# ALONE (ray | process | both, default ray) is energy_attribution.py's --alone.
 #   END_AT=$(( $(date +%s) + 1200 )) STAGES="step energy recipe study report" \
 #     setsid nohup bash benchmarks/gpu/sitting.sh > /tmp/sitting.log 2>&1 &
 # Stages run in the order STAGES names them. Results land in /tmp/out (r/*.json and logs, results.tgz, gpu_study_state.tgz, DONE).
@@ -42,7 +43,7 @@ stage_energy() {
   el "energy attribution (4 trials at 0.25 GPU, then each alone)"
   python3 benchmarks/energy_attribution.py --workdir /tmp/ea --out "$R/energy_attribution_h200.json" \
     --set "trial.data.train=[$DATA/train/T91/HR]" --set "trial.data.val=[$DATA/benchmarks/Set5/HR]" \
-    --set trial.energy_window.min_seconds=8 --alone both > "$R/energy.log" 2>&1
+    --set trial.energy_window.min_seconds=8 --alone "${ALONE:-ray}" > "$R/energy.log" 2>&1
   tail -5 "$R/energy.log"
 }
 stage_recipe() {

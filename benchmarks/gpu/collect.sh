@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The last call of a sitting: bring back what the background sitting (sitting.sh) wrote, also
+# when it has not finished. Until /tmp/out/DONE or UNTIL (epoch seconds), every 10 s: tar the
+# results folder into $OUT and copy the study state, the best student and the front plot as soon
+# as they exist (a time-out still brings back the latest copies; ≤ 8 files come back).
+#   UNTIL=$(( $(date +%s) + 300 )) bash benchmarks/gpu/collect.sh
+set -u
+O=${O:-/tmp/out}; UNTIL=${UNTIL:-$(( $(date +%s) + 540 ))}
+grab() {
+  tar czf "$OUT/r.tgz.tmp" -C "$O" r 2> /dev/null && mv "$OUT/r.tgz.tmp" "$OUT/r.tgz"
+  for f in "$O/gpu_study_state.tgz" "$O/r/gpu_study_best_student.pth" "$O/r/gpu_study_best_student.json" \
+           "$O/r/gpu_study_front.png"; do
+    [[ -f "$f" ]] && cp "$f" "$OUT/"
+  done
+}
+while [[ ! -f "$O/DONE" ]] && (( $(date +%s) < UNTIL )); do grab; sleep 10; done
+grab; ls -la "$OUT"; tail -20 "$O/r/timeline.txt"
