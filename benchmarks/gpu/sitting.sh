@@ -94,7 +94,8 @@ stage_report() {
 stage_scanvar() {  # the scan variants under benchmarks/gpu/variants/ against the shipped kernels, one run
   el "scan variants at the training shapes"
   local extras=(); for f in benchmarks/gpu/variants/*.py; do extras+=(--extra "$(basename "$f" .py)=$f"); done
-  python3 benchmarks/bench_scan_tiles.py "${extras[@]}" --no-conv --keep 4 --out "$R/scan_tiles_variants.json" \
+  timeout "${SCANVAR_S:-900}" python3 benchmarks/bench_scan_tiles.py "${extras[@]}" --no-conv --keep 4 \
+    --out "$R/scan_tiles_variants.json" \
     > "$R/scan_tiles_variants.log" 2>&1
   grep -E "^(shape|D[0-9])" "$R/scan_tiles_variants.log" | grep -v "{"
 }
