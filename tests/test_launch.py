@@ -270,3 +270,30 @@ def test_trial_outcome_is_one_rule_for_table_and_rows():
     assert trial_outcome({"iteration": 8}, error=False, pruned=True) == "pruned"
     assert trial_outcome({"iteration": 8}, error=False, pruned=False) == "interrupted"
     assert trial_outcome(None, error=True, pruned=False) == "error"
+
+
+def test_resumed_study_uses_this_launchs_progress_not_the_pickled_one(tmp_path):
+    """Tune restores the callbacks pickled by the launch that started a study. One pickled by an
+    older srstudy (no `_pruned` cache) crashed a resumed H200 study in `was_pruned`; now the
+    pickle becomes this launch's progress (its tracking URI too), or, outside a restore, a
+    fresh one built from the pickled settings."""
+    import pickle
+
+    from rich.console import Console
+
+    from srstudy.launch.progress import StudyProgress, restoring_as
+
+    study = load_study_config(write_yaml(tmp_path / "s.yaml", tiny_study_config(tmp_path / "w")))
+    old = StudyProgress(study, ["psnr"], "sqlite:///old/mlflow.db", Console())
+    del old.__dict__["_pruned"]  # as pickled by the srstudy that started the study
+    blob = pickle.dumps(old)
+
+    now = StudyProgress(study, ["psnr"], "sqlite:///new/mlflow.db", Console())
+    with restoring_as(now):
+        restored = pickle.loads(blob)
+    assert restored.tracking_uri == "sqlite:///new/mlflow.db" and restored.console is now.console
+
+    class T:  # the two attributes `was_pruned` reads of a Tune trial
+        trial_id, last_result = "t1", {}
+    fresh = pickle.loads(blob)  # outside a restore: rebuilt from the pickled settings
+    assert fresh.tracking_uri == "sqlite:///old/mlflow.db" and fresh.was_pruned(T()) is False

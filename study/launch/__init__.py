@@ -44,7 +44,7 @@ from ..objectives import Objective, measurable_here
 from ..tracking import TrialRun
 from ..workdir import StudyDir
 from .energy import open_study_energy
-from .progress import OUTCOMES, StudyProgress, run_was_pruned, trial_error, trial_outcome
+from .progress import OUTCOMES, StudyProgress, restoring_as, run_was_pruned, trial_error, trial_outcome
 from .search import name_objectives, reconcile_optuna, study_searcher
 from .trainable import tune_trial
 
@@ -177,7 +177,8 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
         progress = StudyProgress(study, obj_names, tracking_uri, console)
         if exp_path.exists() and ray_api.can_restore(str(exp_path)):
             console.print(f"resuming study {study.name!r} from {exp_path}")
-            tuner = ray_api.restore_tuner(str(exp_path), trainable)
+            with restoring_as(progress):  # Tune's pickled callback becomes this launch's
+                tuner = ray_api.restore_tuner(str(exp_path), trainable)
         else:
             scheduler = None
             if study.asha.enabled:

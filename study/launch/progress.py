@@ -9,8 +9,10 @@ RUNNING; ``srstudy launch --resume`` continues it from its last checkpoint). `tr
 is the one rule for both the live table and the study's rows."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,24 @@ def run_was_pruned(tracking_uri: str, run_id: str | None) -> bool:
         return False
 
 
+_restoring: StudyProgress | None = None  # this launch's progress while Tune restores a study
+
+
+@contextlib.contextmanager
+def restoring_as(progress: StudyProgress) -> Iterator[None]:
+    """While restoring a study, Tune's pickled `StudyProgress` becomes `progress` (this launch's).
+
+    Tune keeps the callbacks of the launch that started a study in its pickle and uses those
+    on `Tuner.restore`, not the ones of the launch that resumes it.
+    """
+    global _restoring
+    before, _restoring = _restoring, progress
+    try:
+        yield
+    finally:
+        _restoring = before
+
+
 class StudyProgress(ray_api.Callback):
     """Prints a table of trials (status, config, objectives) every `every_s` and at the end;
     ends the MLflow runs of pruned trials as KILLED with `pruned=true`."""
@@ -70,8 +90,15 @@ class StudyProgress(ray_api.Callback):
         return {k: v for k, v in self.__dict__.items() if k != "console"}
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.console = Console(stderr=True)
+        """Tune's restore unpickles the callback of the launch that started the study, which may
+        be an older srstudy (a missing attribute crashed a resumed H200 study) or another workdir
+        path: inside :func:`restoring_as` it becomes this launch's, else a fresh one from the
+        pickled settings (runtime caches start empty)."""
+        if _restoring is not None:
+            self.__dict__.update(_restoring.__dict__)
+            return
+        self.__init__(state["study"], state["objectives"], state["tracking_uri"], Console(stderr=True),
+                      state.get("every_s", 15.0))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if time.time() - self._last > self.every_s:
