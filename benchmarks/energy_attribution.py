@@ -118,6 +118,10 @@ def trial_row(trial_id: str, config: dict, shared: dict[str, float], shared_tags
         "alone_window_energy_per_iter_j": alone.get("gpu_energy_window_per_iter_j"),
         "shared_vs_alone_energy_per_iter_dev": dev,
         "gpu_energy_whole_run_j": shared.get("gpu_energy_whole_run_j"),
+        # in gpu_energy_j: the trial's share of the study's teacher training (absent: none measured)
+        "gpu_energy_teacher_share_j": shared.get("gpu_energy_teacher_share_j"),
+        "alone_gpu_energy_teacher_share_j": alone.get("gpu_energy_teacher_share_j"),
+        "energy_teacher_share": shared_tags.get("energy_teacher_share"),
         "energy_method": shared_tags.get("energy_method"), "alone_energy_method": alone_tags.get("energy_method"),
         "energy_window_s": _float(shared_tags.get("energy_window_s")),
         "energy_window_iterations": _float(shared_tags.get("energy_window_iterations")),

@@ -58,9 +58,12 @@ __all__ = ["selective_scan_triton", "triton_unavailable", "CONFIG", "BLOCK_L"]
 #: ``*_few`` tiles instead: longer chunks and more warps per program, or the GPU idles.
 CONFIG = {"fwd": (32, 2, 1), "bwd": (32, 1, 1),  # fastest at B 128 × L 4096 × D 64/120 on an H200
           "fwd_few": (128, 1, 4), "bwd_few": (128, 1, 8), "min_programs": 512,
-          # the backward's per-token rows spread over N (`_load_tok`): fewer warp shuffles in the
-          # sm_90 SASS (690 -> 478 a chunk, Triton 3.6); off until an H200 times it (NOTES_issue15.md)
-          "bwd_spread": False}
+          # the backward's per-token rows spread over N (`_load_tok`) for inputs of these dtypes
+          # (True: all, False: none): fewer warp shuffles in the sm_90 SASS (690 -> 478 a chunk,
+          # Triton 3.6); H200, B 128 × L 4096: float32 backward 4.47 -> 4.02 ms at D 64, 8.31 -> 7.39
+          # at D 120; bfloat16 slower (4.34 -> 5.66, 7.97 -> 10.43), so float32 only
+          # (benchmarks/results/scan_tiles_variants_h200.json)
+          "bwd_spread": ("float32",)}
 BLOCK_L = CONFIG["fwd"][0]
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x·log2 e)
 
@@ -283,6 +286,15 @@ def _few_programs(Bt: int, Dm: int, on_gpu: bool) -> bool:
     return on_gpu and Bt * math.ceil(Dm / min(CONFIG["fwd"][1], _next_pow2(Dm))) < CONFIG["min_programs"]
 
 
+def _spread_backward(dtype: torch.dtype) -> bool:
+    """Whether the backward of a scan on `dtype` inputs loads its per-token rows spread over N
+    (``CONFIG["bwd_spread"]``: True, False, or the dtype names it is on for)."""
+    spread = CONFIG["bwd_spread"]
+    if isinstance(spread, bool):
+        return spread
+    return str(dtype).removeprefix("torch.") in spread
+
+
 def _tile(which: str, Dm: int, N: int, block: int | None, few: bool) -> tuple[int, int, int, int]:
     """(tokens per chunk, channels per program, warps, token-tile rows) for the `which` kernel
     ("fwd"/"bwd"; `few`: the *_few tiles); `block` overrides the tokens per chunk."""
@@ -314,7 +326,7 @@ class _TritonScan(torch.autograd.Function):
             SOFTPLUS=bool(delta_softplus), N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, num_warps=warps,
         )
         ctx.save_for_backward(u, delta, Af, B, C, Df, z, bf, hc)
-        ctx.spread = bool(CONFIG["bwd_spread"])  # read at the forward: the backward runs later
+        ctx.spread = _spread_backward(u.dtype)  # read at the forward: the backward runs later
         ctx.meta = (bool(delta_softplus), T, block, few, A.dtype,
                     None if D is None else D.dtype, None if delta_bias is None else delta_bias.dtype)
         return y

@@ -187,6 +187,12 @@ def test_benchmark_summary_from_synthetic_rows(tmp_path):
             for i, (w, a, attributed) in enumerate(zip(window, alone, [1000.0, 900.0, 800.0, 700.0]))]
     assert rows[1]["shared_vs_alone_energy_per_iter_dev"] == pytest.approx(0.2 / 4.2)
     assert rows[0]["energy_window_s"] == 5.1 and rows[0]["alone_gpu_energy_j"] == 3000.0
+    assert rows[0]["gpu_energy_teacher_share_j"] is None  # not measured: absent, not 0
+    shared_row = bench.trial_row("t", {}, {"gpu_energy_window_per_iter_j": 2.0, "gpu_energy_teacher_share_j": 250.0},
+                                 {"energy_teacher_share": "study teacher / 4 samples"}, None,
+                                 {"gpu_energy_per_iter_j": 2.0, "gpu_energy_teacher_share_j": 0.0}, {})
+    assert (shared_row["gpu_energy_teacher_share_j"], shared_row["alone_gpu_energy_teacher_share_j"]) == (250.0, 0.0)
+    assert shared_row["energy_teacher_share"] == "study teacher / 4 samples"
     totals = {"gpu_energy_study_measured_j": 3500.0, "calibration_overhead": 0.02}
     s = bench.summarise(rows, totals, [(0, 10), (1, 10), (2, 10), (3, 10)])
     assert s["trials_sharing_gpu"] == 4 and s["attributed_over_measured_total"] == pytest.approx(3400 / 3500)

@@ -83,7 +83,7 @@ def test_interpreted_variant_channel_groups_and_longer_backward_chunks():
                     assert max(errs.values()) <= 2e-5, (fwd, bwd, shape, flags, errs)
     finally:
         mod.CONFIG["fwd"], mod.CONFIG["bwd"] = tiles
-    assert mod.CONFIG["bwd_spread"] is False  # the shipped default is back after every call
+    assert mod.CONFIG["bwd_spread"] == ("float32",)  # the shipped default is back after every call
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not importable")
@@ -91,3 +91,16 @@ def test_interpreted_variant_channel_groups_and_longer_backward_chunks():
 def test_variant_in_the_interpreter_matches_reference():
     """Re-run this file with TRITON_INTERPRET=1: every interpreted case must pass."""
     run_interpreted(__file__, N_INTERPRETED)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton not importable")
+def test_spread_backward_is_on_for_the_dtypes_config_names(monkeypatch):
+    """The shipped default spreads the backward for float32 inputs only (faster on an H200 in
+    float32, slower in bfloat16); True / False switch it for every dtype."""
+    from srstudy.models import scan_triton as ST
+
+    assert ST._spread_backward(torch.float32) and not ST._spread_backward(torch.bfloat16)
+    monkeypatch.setitem(ST.CONFIG, "bwd_spread", True)
+    assert ST._spread_backward(torch.bfloat16)
+    monkeypatch.setitem(ST.CONFIG, "bwd_spread", False)
+    assert not ST._spread_backward(torch.float32)
