@@ -13,7 +13,8 @@
 # in /tmp/state/gpu_study_state.tgz when resuming. BSD100 for the report's scores goes under
 # another root (REPORT_DATA=/tmp/bsdroot with benchmarks/BSD100/HR): under DATA it would add
 # BSD100 to the study's scored sets, change its identity, and --resume would refuse it.
-# ALONE (ray | process | both, default ray) is energy_attribution.py's --alone.
+# ALONE (ray | process | both, default ray) is energy_attribution.py's --alone. `profile`: a
+# torch.profiler table of the student step (benchmarks/profile_step.py).
 #   END_AT=$(( $(date +%s) + 1200 )) STAGES="step energy recipe study report" \
 #     setsid nohup bash benchmarks/gpu/sitting.sh > /tmp/sitting.log 2>&1 &
 # Stages run in the order STAGES names them. Results land in /tmp/out (r/*.json and logs, results.tgz, gpu_study_state.tgz, DONE).
@@ -38,6 +39,11 @@ stage_step() {
     --out "$R/train_step_h200.json" > "$R/train_step.log" 2>&1
   grep -E "^(triton|cuda|reference)/|ratio\"|Error" "$R/train_step.log" | head -40
   python3 -m pip uninstall -q -y mamba_ssm > /dev/null 2>&1  # srstudy's side runs without it from here on
+}
+stage_profile() {  # where the student step's time goes now (issue 15: the next lever)
+  el "profile of the student step (triton, fp32 / tf32)"
+  python3 benchmarks/profile_step.py --impls triton --precisions fp32,tf32 --rows 40 --out "$R/profile_step_triton_h200.txt" \
+    2>&1 | grep "===="
 }
 stage_energy() {
   el "energy attribution (4 trials at 0.25 GPU, then each alone)"
