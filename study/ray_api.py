@@ -133,8 +133,8 @@ def cancel(ref, *, force: bool = True) -> None:
 
 def alive_nodes() -> list[dict[str, Any]]:
     """The cluster's live nodes: ``{"node_id", "address", "resources"}`` each (`ray.nodes()`)."""
-    return [{"node_id": n["NodeID"], "address": n.get("NodeManagerAddress"), "resources": dict(n.get("Resources") or {})}
-            for n in ray.nodes() if n.get("Alive")]
+    return [{"node_id": n["NodeID"], "address": n.get("NodeManagerAddress"),
+             "resources": dict(n.get("Resources") or {})} for n in ray.nodes() if n.get("Alive")]
 
 
 def pinned_to_node(node_id: str):
@@ -215,7 +215,8 @@ __all__ = [
     "ASHAScheduler", "Callback", "CheckpointConfig", "ConcurrencyLimiter", "FailureConfig", "OptunaSearch",
     "RunConfig", "TuneConfig", "Tuner", "tune", "report", "with_parameters", "with_resources",
     "init_local", "connect", "shutdown", "trial_id", "restore_tuner", "can_restore",
-    "node_id", "cancel", "available_resources", "alive_nodes", "pinned_to_node", "GetTimeoutError", "LOOPBACK", "quiet_env", "loopback_only",
+    "node_id", "cancel", "available_resources", "alive_nodes", "pinned_to_node", "GetTimeoutError", "LOOPBACK",
+    "quiet_env", "loopback_only",
     "optuna_study_of", "searched_space", "optuna_trial_of", "optuna_trials_of", "attach_optuna_trial",
     "is_told", "tell_ended", "limiter_lost_track_of",
 ]

@@ -88,3 +88,25 @@ def test_a_node_without_nvml_is_tagged_and_its_trials_attribution_stays_absent(s
     assert "gpu_idle_power_w" not in trial.metrics and trial.tags["gpu_idle_unavailable_reason"]
     assert UUID_B not in json.loads((s["workdir"] / "gpu_idle.json").read_text())
     assert not any(UUID_B in k for k in parent.tags)  # no baseline tag, no attribution for B's GPU
+
+
+def test_merging_nodes_adds_their_sums_and_recomputes_the_ratio_and_overhead():
+    from srstudy.measure.study_session import NodeEnergyResults, merge_results
+
+    a = NodeEnergyResults(per_trial={"t1": {"gpu_energy_attributed_j": 90.0}},
+                          totals={"gpu_energy_study_measured_j": 100.0, "gpu_energy_attributed_sum_j": 90.0,
+                                  "gpu_energy_no_process_j": 10.0, "gpu_energy_unregistered_j": 0.0,
+                                  "calibration_wait_s": 1.0, "exclusive_windows": 1.0},
+                          tags={"gpu_tag.a": "x"}, span=(10.0, 30.0))
+    b = NodeEnergyResults(per_trial={"t2": {"gpu_energy_attributed_j": 300.0}},
+                          totals={"gpu_energy_study_measured_j": 300.0, "gpu_energy_attributed_sum_j": 300.0,
+                                  "gpu_energy_no_process_j": 0.0, "gpu_energy_unregistered_j": 0.0,
+                                  "calibration_wait_s": 3.0, "exclusive_windows": 1.0},
+                          tags={"gpu_tag.b": "y"}, span=(20.0, 50.0))
+    per_trial, study, tags = merge_results([a, b])
+    assert per_trial == {"t1": {"gpu_energy_attributed_j": 90.0}, "t2": {"gpu_energy_attributed_j": 300.0}}
+    assert study["gpu_energy_study_measured_j"] == 400.0 and study["gpu_energy_attributed_sum_j"] == 390.0
+    assert study["gpu_energy_attributed_over_measured"] == pytest.approx(390.0 / 400.0)  # not the mean of 0.9 and 1
+    assert study["energy_study_span_s"] == 40.0 and study["calibration_overhead"] == pytest.approx(4.0 / 40.0)
+    assert study["exclusive_windows"] == 2.0 and tags == {"gpu_tag.a": "x", "gpu_tag.b": "y"}
+    assert merge_results([]) == ({}, {}, {})  # nothing measured: nothing logged, no zeros

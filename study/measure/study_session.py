@@ -2,18 +2,22 @@
 
 Why in the launcher: the idle baseline must be taken before any trial puts a process on the
 GPU, and the attribution sampler must watch the whole study — both outlive any one trial.
-The launcher (one process per study, on the node whose GPUs it accounts for) does::
+One session runs on each GPU node of the study, over the GPUs NVML sees there: the
+launcher's own, and on a Ray cluster one per other GPU node inside a pinned Ray actor
+(``srstudy.launch.node_energy``). Each does::
 
-    energy = StudyEnergySession.for_node(workdir)     # None where NVML is unavailable (reason)
+    energy = StudyEnergySession.for_node(workdir)     # the reason (str) where NVML is unavailable
     energy.take_idle_baselines()                      # before the teacher task and the Tuner
     energy.start()                                    # right before Tuner.fit()
     ...
     energy.stop()
-    per_trial, study = energy.results()               # log: per_trial[trial_id] → the trial's run,
-                                                      #      study → the parent run
+    part = energy.node_results()                      # this node's GPUs, computed on this node
 
-Only the launcher's node is accounted for (trials on other nodes of a Ray cluster are not
-sampled; see docs/energy_attribution.md).
+and the launcher merges the nodes' parts (:func:`merge_results`): per_trial[trial_id] → the
+trial's run, the summed totals → the parent run. ``workdir`` is the study's folder as seen on
+that node (node-local on a real cluster); every file in it is keyed by GPU UUID, so nodes that
+share one folder (tests) never count each other's GPUs. Nodes that join after the study
+started are not accounted for (docs/energy_attribution.md).
 """
 from __future__ import annotations
 
