@@ -131,6 +131,19 @@ def cancel(ref, *, force: bool = True) -> None:
         pass
 
 
+def alive_nodes() -> list[dict[str, Any]]:
+    """The cluster's live nodes: ``{"node_id", "address", "resources"}`` each (`ray.nodes()`)."""
+    return [{"node_id": n["NodeID"], "address": n.get("NodeManagerAddress"),
+             "resources": dict(n.get("Resources") or {})} for n in ray.nodes() if n.get("Alive")]
+
+
+def pinned_to_node(node_id: str):
+    """A scheduling strategy that runs a task or actor on `node_id` only (never elsewhere: soft=False)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+
+
 def available_resources() -> dict[str, float]:
     """Resources free right now (`cluster_resources` minus what running tasks hold)."""
     return dict(ray.available_resources())
@@ -202,7 +215,8 @@ __all__ = [
     "ASHAScheduler", "Callback", "CheckpointConfig", "ConcurrencyLimiter", "FailureConfig", "OptunaSearch",
     "RunConfig", "TuneConfig", "Tuner", "tune", "report", "with_parameters", "with_resources",
     "init_local", "connect", "shutdown", "trial_id", "restore_tuner", "can_restore",
-    "node_id", "cancel", "available_resources", "GetTimeoutError", "LOOPBACK", "quiet_env", "loopback_only",
+    "node_id", "cancel", "available_resources", "alive_nodes", "pinned_to_node", "GetTimeoutError", "LOOPBACK",
+    "quiet_env", "loopback_only",
     "optuna_study_of", "searched_space", "optuna_trial_of", "optuna_trials_of", "attach_optuna_trial",
     "is_told", "tell_ended", "limiter_lost_track_of",
 ]

@@ -18,14 +18,16 @@ with the Optuna study from its storage; finished trials are kept, unfinished one
 continue from their own checkpoints (`<workdir>/trials/<trial id>`) into the same MLflow runs.
 One launcher at a time: `<workdir>/launch.lock` (see `srstudy.workdir`) is held throughout.
 
-GPU energy (docs/energy_attribution.md; `energy`): on a study that requests GPUs, the launcher
-takes each GPU's idle baseline before any GPU work, samples the GPUs while the trials run and
-logs each trial's share of the measured energy (`gpu_energy_attributed_j`) and the study's
-totals; a failure of this accounting is a tag on the study's run, never a failed study.
+GPU energy (docs/energy_attribution.md; `energy`, `node_energy`): on a study that requests GPUs,
+the launcher takes each GPU's idle baseline before any GPU work, samples the GPUs while the
+trials run and logs each trial's share of the measured energy (`gpu_energy_attributed_j`) and
+the study's totals; on a Ray cluster it does so on every GPU node through an actor pinned to
+each; a failure of this accounting is a tag on the study's run, never a failed study.
 
 The package: this module (`launch`, `StudyResult`, `StudyExistsError`: the public entry),
 `search` (the Optuna glue), `trainable` (`tune_trial`, what Tune runs per trial),
-`progress` (the live table, the failed-trial summary) and `energy` (the GPU energy accounting).
+`progress` (the live table, the failed-trial summary), `energy` (the GPU energy accounting) and
+`node_energy` (its actors on the cluster's other GPU nodes).
 """
 from __future__ import annotations
 

@@ -34,11 +34,42 @@ class LocalCluster:
     worker_ids: list[str] = field(default_factory=list)
 
 
+SIM_NODE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sim_node")
+TESTS_PATH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@contextlib.contextmanager
+def _node_env(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The node's Ray arguments, with the environment its processes inherit set while it starts.
+
+    `sim_gpu` (a `SimulatedNvml` state file): the node's srstudy processes see that simulated
+    GPU (`support.sim_gpu_node`); `sim_nvml_unavailable` (text): there NVML "cannot be opened"
+    for energy accounting, with that reason."""
+    node = dict(node)
+    env = {}
+    if sim_gpu := node.pop("sim_gpu", None):
+        env = {"SRSTUDY_SIM_GPU": str(sim_gpu),
+               "PYTHONPATH": os.pathsep.join([SIM_NODE_PATH, TESTS_PATH, os.environ.get("PYTHONPATH", "")])}
+        if reason := node.pop("sim_nvml_unavailable", None):
+            env["SRSTUDY_SIM_NVML_UNAVAILABLE"] = reason
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield node
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @contextlib.contextmanager
 def local_cluster(head: dict[str, Any], workers: list[dict[str, Any]] = ()) -> Iterator[LocalCluster]:
     """Several Ray nodes on this machine (`ray.cluster_utils.Cluster`), for tests.
 
-    `head` and each of `workers` are node arguments (`num_cpus`, `num_gpus`, `resources`);
+    `head` and each of `workers` are node arguments (`num_cpus`, `num_gpus`, `resources`,
+    and for tests of energy accounting `sim_gpu` / `sim_nvml_unavailable`, see `_node_env`);
     every node is bound to 127.0.0.1 with the dashboard off. Ray files live in a private
     temp dir (RAY_TMPDIR), so the cluster does not become the default `ray.init()` target
     of other Ray users on the machine. Nothing is connected: join with `connect(address)`.
@@ -54,8 +85,12 @@ def local_cluster(head: dict[str, Any], workers: list[dict[str, Any]] = ()) -> I
         os.environ["RAY_TMPDIR"] = tmp
         quiet_env()
         loopback_only()
-        cluster = Cluster(initialize_head=True, head_node_args={**head, **pinned})
-        added = [cluster.add_node(**{**w, **pinned}) for w in workers]
+        with _node_env(head) as args:
+            cluster = Cluster(initialize_head=True, head_node_args={**args, **pinned})
+        added = []
+        for w in workers:
+            with _node_env(w) as args:
+                added.append(cluster.add_node(**{**args, **pinned}))
         cluster.wait_for_nodes()
         yield LocalCluster(cluster.address, cluster.head_node.node_id, [n.node_id for n in added])
     finally:
