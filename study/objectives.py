@@ -240,21 +240,30 @@ def keep_measurable(objectives: Sequence[Objective], why_not: Callable[[str], st
     return kept
 
 
-def energy_unavailable_reason(gpu: float) -> str | None:
-    """Why GPU energy can't be measured for trials given `gpu` GPUs each (None: it can)."""
+def energy_unavailable_reason(gpu: float, *, on_cluster: bool = False) -> str | None:
+    """Why GPU energy can't be measured for trials given `gpu` GPUs each (None: it can).
+
+    `on_cluster`: the trials run on the nodes of a Ray cluster the launcher connects to, whose
+    NVML this machine cannot check (a launcher without a GPU is common there); each GPU node
+    answers for itself, and one that cannot measure is tagged on the study's run
+    (`energy_accounting_unavailable_reason.node-<id>`) while its trials' energy stays absent.
+    """
     if gpu <= 0:
         return "trials run on CPU (resources.gpu = 0)"
+    if on_cluster:
+        return None
     from srstudy.measure.nvml import nvml_unavailable_reason  # one NVML check, in measure/
 
     return nvml_unavailable_reason()
 
 
 def measurable_here(objectives: Sequence[Objective], constraints: Sequence[Constraint], gpu: float,
-                    say: Say) -> list[Objective]:
+                    say: Say, *, on_cluster: bool = False) -> list[Objective]:
     """A study's objectives minus those its trials (`gpu` GPUs each) cannot measure on this
-    machine, each with a notice; a constraint on such a metric gets a notice too (no trial
-    can be held to it). ObjectiveError when no objective is left."""
-    energy_reason = energy_unavailable_reason(gpu)
+    machine (`on_cluster`: on the cluster's nodes, see `energy_unavailable_reason`), each with
+    a notice; a constraint on such a metric gets a notice too (no trial can be held to it).
+    ObjectiveError when no objective is left."""
+    energy_reason = energy_unavailable_reason(gpu, on_cluster=on_cluster)
 
     def why_not(metric: str) -> str | None:
         if metric in ENERGY_METRICS and energy_reason is not None:

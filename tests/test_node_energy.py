@@ -75,6 +75,8 @@ def test_a_worker_nodes_gpu_gets_its_idle_baseline_and_attribution(study_on_two_
     assert m["gpu_energy_study_measured_j"] <= s["gpus"][UUID_A].true_energy_j()
     assert m["exclusive_windows"] == 1  # A's window only: B's lock log in the shared folder is not A's
     assert not [k for k in parent.tags if k.startswith(ERROR_TAG_PREFIX)], parent.tags
+    # the launcher's machine has no NVML, the GPU nodes do: the study keeps its energy objective
+    assert "gpu_energy_j:min" in json.loads((s["workdir"] / "study.json").read_text())["objectives"]
 
 
 def test_a_node_without_nvml_is_tagged_and_its_trials_attribution_stays_absent(study_on_two_gpu_nodes):

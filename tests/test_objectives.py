@@ -16,6 +16,7 @@ from srstudy.objectives import (
     Objective,
     ObjectiveError,
     default_objectives,
+    energy_unavailable_reason,
     keep_measurable,
     measurable_here,
     parse_objectives,
@@ -62,6 +63,13 @@ def test_one_notice_for_an_objective_that_cannot_be_measured():
     assert analysis.measured_objectives(runs, "psnr:max,energy:min", notices.append) == kept
     assert notices == ["objective gpu_energy_j:min left out: measured in no finished run (the runs say: "
                        "energy_unavailable_reason = 'no CUDA device (trial runs on cpu)'); it is not filled with 0"]
+    # a study on a Ray cluster: the GPU nodes measure, not the launcher's machine (this CPU one)
+    notices.clear()
+    both = parse_objectives("psnr:max,energy:min")
+    assert measurable_here(both, [], 0.25, notices.append, on_cluster=True) == both and notices == []
+    local = both if energy_unavailable_reason(0.25) is None else kept  # locally: NVML is checked here
+    assert measurable_here(both, [], 0.25, notices.append) == local
+    assert measurable_here(both, [], 0.0, notices.append, on_cluster=True) == kept  # CPU trials anywhere
     with pytest.raises(ObjectiveError, match="none of the objectives gpu_energy_j:min can be measured on here"):
         keep_measurable(parse_objectives("energy:min"), lambda m: "no GPU", notices.append, where="on here")
 

@@ -144,7 +144,7 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
         console.print(f"[yellow]--resume: no study in {workdir} yet, starting a new one[/]")
 
     objectives = measurable_here(study.objectives, study.constraints, study.resources.gpu,
-                                 lambda msg: console.print(f"[yellow]notice:[/] {msg}"))
+                                 lambda msg: console.print(f"[yellow]notice:[/] {msg}"), on_cluster=bool(address))
     obj_names = [o.metric for o in objectives]
     storage_url = workdir.optuna_url
 
