@@ -164,6 +164,25 @@ class TrialRun:
             run = cls(tracking_uri, created.info.run_id)
         return run
 
+    @staticmethod
+    def find_open(*, tracking_uri: str, experiment: str, tags: Mapping[str, str]) -> str | None:
+        """The id of the newest unfinished run of `experiment` carrying all `tags`, or None.
+
+        Why: a trial creates its MLflow run (tagged with its folder) and then records the run's
+        id in that folder; a kill -9 between the two leaves a run nobody knows. The restarted
+        trial adopts it instead of creating a second run for the same trial.
+        """
+        client = _client(tracking_uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return None
+        # values with quotes stay out of MLflow's filter string; every tag is checked below
+        where = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items() if "'" not in str(v) and "\\" not in str(v))
+        runs = client.search_runs([exp.experiment_id], filter_string=where, order_by=["attributes.start_time DESC"])
+        open_runs = [r for r in runs if r.info.status in ("RUNNING", "SCHEDULED", "KILLED")
+                     and all(r.data.tags.get(k) == str(v) for k, v in tags.items())]
+        return open_runs[0].info.run_id if open_runs else None
+
     # ---- logging ----------------------------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log params (values stringified; re-logging the same value on resume is fine)."""

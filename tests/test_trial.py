@@ -169,6 +169,27 @@ def test_kill_9_mid_trial_then_restart_resumes_the_same_run(tmp_path):
     assert run_trial(cfg, workdir=workdir).run_id == run_id
 
 
+def test_run_created_but_not_recorded_before_a_kill_is_adopted_not_duplicated(tmp_path):
+    """kill -9 between creating the trial's MLflow run and writing run.json (seen in CI: a
+    study resumed after kill -9 had 5 runs for 4 trials): the restarted trial adopts that run."""
+    from srstudy.tracking import TrialRun
+
+    workdir = tmp_path / "runs"
+    cfg = load_trial_config(tiny(tmp_path, iterations=2, val_interval=2))
+    tdir = trial_dir_for(cfg, workdir)
+    orphan = TrialRun.start(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", experiment=cfg.experiment,
+                            tags={"role": "trial", "trial_dir": str(tdir)})  # what the trial does first
+    other = TrialRun.start(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", experiment=cfg.experiment,
+                           tags={"role": "trial", "trial_dir": str(tdir) + "-other"})  # another trial's: not adopted
+    assert not (tdir / RUN_FILE).exists()
+    result = run_trial(cfg, workdir=workdir)
+    assert result.run_id == orphan.run_id
+    assert json.loads((tdir / RUN_FILE).read_text())["run_id"] == orphan.run_id
+    _, runs = runs_of(workdir)
+    assert sorted(r.info.run_id for r in runs) == sorted([orphan.run_id, other.run_id])
+    assert {r.info.run_id: r.info.status for r in runs}[orphan.run_id] == "FINISHED"
+
+
 def test_resume_from_the_final_checkpoint_still_scores_the_student(tmp_path):
     """Killed after the last checkpoint but before the result was written: the restart
     trains nothing and must still report validation scores (the study's objective)."""

@@ -228,10 +228,16 @@ def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, td
         log.info("resuming trial %s from iteration %d", tdir.name, state.iteration)
     run_file = tdir / RUN_FILE
     run_id = json.loads(run_file.read_text())["run_id"] if run_file.exists() else None
+    if run_id is None:  # killed between creating its run and recording it: adopt that run
+        run_id = TrialRun.find_open(tracking_uri=tracking_uri, experiment=cfg.experiment,
+                                    tags={"role": "trial", "trial_dir": str(tdir)})
+        if run_id is not None:
+            log.info("trial %s adopts MLflow run %s (created before a crash, not recorded in %s)",
+                     tdir.name, run_id, RUN_FILE)
     run = TrialRun.start(tracking_uri=tracking_uri, experiment=cfg.experiment, run_id=run_id,
                          run_name=run_name, parent_run_id=parent_run_id, artifact_root=workdir.artifacts,
                          tags={**(run_tags or {}), "role": "trial", "trial_dir": str(tdir)})
-    if run_id is None:
+    if not run_file.exists():
         tmp = run_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"run_id": run.run_id}))
         tmp.replace(run_file)  # before any training: a crash from here on resumes this run
