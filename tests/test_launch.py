@@ -138,6 +138,28 @@ def test_existing_study_needs_resume_and_the_same_config(tmp_path):
     assert "trial.student" not in str(err.value)  # only what differs
 
 
+def test_study_run_created_before_a_kill_is_adopted_by_the_next_launch(tmp_path):
+    """A launcher killed between creating the study's MLflow run and writing study.json left an
+    open run; the next launch in that folder adopts it (one study run, not two). The launch
+    stops right after (no node has the resource it asks for), which is all this needs."""
+    from srstudy.tracking import TrialRun
+
+    study = load_study_config(tiny_study(tmp_path), ["resources.custom={no_such_device: 1}"])
+    workdir = study.workdir.resolve()
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    workdir.mkdir(parents=True)
+    orphan = TrialRun.start(tracking_uri=uri, experiment=study.trial.experiment,
+                            tags={"role": "study", "study": study.name, "study_dir": str(workdir)})
+    elsewhere = TrialRun.start(tracking_uri=uri, experiment=study.trial.experiment,  # another folder's: not adopted
+                               tags={"role": "study", "study": study.name, "study_dir": str(tmp_path / "other")})
+    with pytest.raises(ValueError, match="no_such_device"):
+        launch(study)
+    assert json.loads((workdir / "study.json").read_text())["parent_run_id"] == orphan.run_id
+    runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name(study.trial.experiment).experiment_id],
+                                         filter_string="tags.role = 'study'")
+    assert sorted(r.info.run_id for r in runs) == sorted([orphan.run_id, elsewhere.run_id])
+
+
 def test_study_config_errors_name_the_field(tmp_path):
     with pytest.raises(ConfigError, match="search_space key 'student.rnk'"):
         load_study_config(tiny_study(tmp_path, search_space={"student.rnk": {"type": "int", "low": 1, "high": 2}}))

@@ -149,9 +149,11 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
     storage_url = workdir.optuna_url
 
     if state is None:
-        parent = TrialRun.start(tracking_uri=tracking_uri, experiment=study.trial.experiment,
-                                run_name=f"study-{study.name}", artifact_root=workdir.artifacts,
-                                tags={"role": "study", "study": study.name})
+        study_tags = {"role": "study", "study": study.name, "study_dir": str(workdir.path)}
+        # a launcher killed between creating the study's run and writing study.json left that run: adopt it
+        orphan = TrialRun.find_open(tracking_uri=tracking_uri, experiment=study.trial.experiment, tags=study_tags)
+        parent = TrialRun.start(tracking_uri=tracking_uri, experiment=study.trial.experiment, run_id=orphan,
+                                run_name=f"study-{study.name}", artifact_root=workdir.artifacts, tags=study_tags)
         parent.log_params(flatten({"study": study.model_dump(mode="json", exclude={"trial"})}))
         state = {"name": study.name, "identity": study.identity(), "parent_run_id": parent.run_id,
                  "experiment_path": str(exp_path), "objectives": [str(o) for o in objectives],
