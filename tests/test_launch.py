@@ -319,3 +319,10 @@ def test_resumed_study_uses_this_launchs_progress_not_the_pickled_one(tmp_path):
         trial_id, last_result = "t1", {}
     fresh = pickle.loads(blob)  # outside a restore: rebuilt from the pickled settings
     assert fresh.tracking_uri == "sqlite:///old/mlflow.db" and fresh.was_pruned(T()) is False
+
+    # and a table that cannot be drawn is logged, never raised into Tune (which would end the study)
+    class Broken:
+        trial_id, status, last_result, config = "t2", "TERMINATED", {"iteration": 3}, {}
+    fresh.was_pruned = lambda trial: 1 / 0
+    fresh.on_trial_result(0, [Broken()], Broken(), {})
+    fresh.on_experiment_end([Broken()])

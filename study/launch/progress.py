@@ -103,7 +103,15 @@ class StudyProgress(ray_api.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if time.time() - self._last > self.every_s:
             self._last = time.time()
+            self._print_table(trials)
+
+    def _print_table(self, trials) -> None:
+        """The live table; a failure to draw it is logged, never raised (an exception in a Tune
+        callback ends `Tuner.fit`, the whole study: a resumed H200 study died so)."""
+        try:
             self.console.print(trials_table(self.study, self.objectives, trials, self.was_pruned))
+        except Exception as e:  # noqa: BLE001 - the display must not stop the study
+            log.warning("could not print the trials table: %s: %s", type(e).__name__, e, exc_info=e)
 
     def was_pruned(self, trial) -> bool:
         """ASHA stopped this trial (in this launch, or in an earlier one per its MLflow run)."""
@@ -126,7 +134,7 @@ class StudyProgress(ray_api.Callback):
                 log.warning("could not mark MLflow run %s as pruned: %s", run_id, e)
 
     def on_experiment_end(self, trials, **info):
-        self.console.print(trials_table(self.study, self.objectives, trials, self.was_pruned))
+        self._print_table(trials)
 
 
 def _status(trial, was_pruned) -> str:
