@@ -25,6 +25,18 @@ def _label(metric: str, direction: str | None = None) -> str:
     return metric + arrow
 
 
+def _readable_axis(axis, values) -> None:
+    """At most 5 ticks; thousands as 100k / 102.5k when the values reach 10,000 (joules,
+    parameters), so neighbouring tick labels do not run into each other."""
+    from matplotlib.ticker import EngFormatter, MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(nbins=5))
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size and np.abs(finite).max() >= 1e4:
+        axis.set_major_formatter(EngFormatter(sep=""))
+
+
 def pairwise_front(result, path: str | Path | None = None, *, title: str | None = None,
                    annotate: int = 12, dpi: int = 110):
     """Scatter every pair of objectives with the front highlighted; saves a PNG at `path`
@@ -54,10 +66,12 @@ def pairwise_front(result, path: str | Path | None = None, *, title: str | None 
                        label="knee", zorder=4)
         if len(front) <= annotate and "run_name" in front.columns:
             for _, r in front.iterrows():
-                ax.annotate(str(r["run_name"])[:24], (r[xm], r[ym]), textcoords="offset points", xytext=(4, 4),
-                            fontsize=7, color="#333333")
+                ax.annotate(str(r["run_name"]), (r[xm], r[ym]), textcoords="offset points", xytext=(4, 4),
+                            fontsize=6, color="#333333")
         ax.set_xlabel(_label(xm, dirs[i]))
         ax.set_ylabel(_label(ym, dirs[j]))
+        _readable_axis(ax.xaxis, ranked[xm])
+        _readable_axis(ax.yaxis, ranked[ym])
         ax.grid(True, alpha=0.3)
     for ax in list(axes.flat)[len(pairs):]:
         ax.axis("off")
