@@ -274,6 +274,15 @@ def test_ctrl_c_leaves_running_trials_interrupted_not_pruned_and_resume_finishes
     client, runs = trial_runs(workdir)
     open_runs = {r.info.run_id for r in runs if r.info.status == "RUNNING"}
     assert open_runs and not [r for r in runs if "pruned" in r.data.tags]  # mid-way runs stay open, unpruned
+    # their Optuna trials stay RUNNING too (they were marked FAIL "orphaned_by_crash" before session 5)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{workdir / 'optuna.db'}")
+    study_id = storage.get_study_id_from_name("tiny")
+    running = storage.get_all_trials(study_id, states=(TrialState.RUNNING,))
+    assert len(running) == len(interrupted), [t.state for t in storage.get_all_trials(study_id)]
+    # a folder left by that older srstudy: resuming must still get the trials' results into Optuna
+    for t in running:
+        storage.set_trial_user_attr(t._trial_id, "srstudy_status", "orphaned_by_crash")
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
 
     resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
@@ -282,6 +291,9 @@ def test_ctrl_c_leaves_running_trials_interrupted_not_pruned_and_resume_finishes
     client, runs = trial_runs(workdir)
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     assert open_runs <= {r.info.run_id for r in runs}  # the interrupted trials continued in their own runs
+    complete = storage.get_all_trials(study_id, states=(TrialState.COMPLETE,))
+    assert len(complete) == 2, [(t.number, t.state, t.user_attrs) for t in storage.get_all_trials(study_id)]
+    assert {t.user_attrs.get("srstudy_continues_trial") for t in complete} >= {t.number for t in running}
 
 
 def test_trial_outcome_is_one_rule_for_table_and_rows():

@@ -209,7 +209,8 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
         ray_api.shutdown()
     if energy is not None:  # each trial's gpu_energy_attributed_j, the study's totals
         energy.log_results(rows, tracking_uri)
-    orphans = reconcile_optuna(storage_url, study.name)
+    interrupted = any(r["status"] == "interrupted" for r in rows)
+    orphans = 0 if interrupted else reconcile_optuna(storage_url, study.name)
     name_objectives(storage_url, study.name, obj_names)
     result = StudyResult(rows, objectives, parent_run_id=state["parent_run_id"], tracking_uri=tracking_uri,
                          wall_s=time.perf_counter() - t0)

@@ -49,6 +49,7 @@ class PruneAwareOptunaSearch(ray_api.OptunaSearch):
         if ray_api.optuna_trial_of(self, trial_id) is None and not self._recover(trial_id, result):
             log.warning("trial %s completed but its Optuna trial is unknown and has no config to rebuild it", trial_id)
             return
+        self._reopen_if_finished(trial_id)
         from optuna.trial import TrialState
 
         ot_trial = ray_api.optuna_trial_of(self, trial_id)
@@ -62,6 +63,21 @@ class PruneAwareOptunaSearch(ray_api.OptunaSearch):
             "constraint_violated" if result and result.get("constraint_violated") else "stopped_early")
         ot_trial.set_user_attr("srstudy_status", reason)
         ray_api.tell_ended(self, trial_id, TrialState.FAIL if error else TrialState.PRUNED)
+
+    def _reopen_if_finished(self, trial_id: str) -> None:
+        """An Optuna trial that is already finished cannot be told again, and this trial's result
+        would be lost: srstudy before session 5 marked the Optuna trials of trials interrupted by
+        Ctrl+C as FAIL (`orphaned_by_crash`) although `--resume` continues them. Ask a new Optuna
+        trial with the same parameters for it (user attr `srstudy_continues_trial`: the old number)."""
+        study = ray_api.optuna_study_of(self)
+        old = ray_api.optuna_trial_of(self, trial_id)
+        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == old.number)
+        if not frozen.state.is_finished():
+            return
+        study.enqueue_trial(frozen.params, user_attrs={"srstudy_continues_trial": frozen.number})
+        ray_api.attach_optuna_trial(self, trial_id, study.ask(fixed_distributions=ray_api.searched_space(self)))
+        log.info("trial %s: its Optuna trial #%d was already %s; its result goes to a new one with the same "
+                 "parameters", trial_id, frozen.number, frozen.state.name)
 
     def _recover(self, trial_id: str, result: dict | None) -> bool:
         """Re-attach a Tune trial whose Optuna trial the restored searcher state no longer
@@ -115,7 +131,9 @@ def study_searcher(study: StudyConfig, objectives: list[Objective], storage_url:
 
 def reconcile_optuna(storage_url: str, name: str) -> int:
     """After Tune has finished every trial, Optuna trials still RUNNING were asked for by a
-    searcher state lost in a crash (no Tune trial owns them): mark them FAIL; returns how many."""
+    searcher state lost in a crash (no Tune trial owns them): mark them FAIL; returns how many.
+    Not after an interrupted study: its interrupted trials' Optuna trials are RUNNING on purpose
+    (`--resume` continues them)."""
     import optuna
     from optuna.trial import TrialState
 
