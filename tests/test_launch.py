@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
+import torch
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -180,6 +181,14 @@ def _descendants_and_self(pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
+def _checkpoint_iteration(trial_dir: Path) -> int:
+    """The iteration of a trial's training checkpoint (0: none yet, or being replaced right now)."""
+    try:
+        return int(torch.load(trial_dir / "checkpoint.pth", weights_only=True)["iteration"])
+    except Exception:  # noqa: BLE001 - absent or mid-replace
+        return 0
+
+
 def _finished(trial_dir: Path) -> bool:
     """Whether a trial has finished: its record lists no missing step (the record is written
     when training ends, before the steps after training run, and rewritten after each)."""
@@ -190,19 +199,25 @@ def _finished(trial_dir: Path) -> bool:
 
 
 def test_kill_9_of_launcher_and_ray_then_resume_loses_nothing(tmp_path):
-    cfg_path = tiny_study(tmp_path, num_samples=4, **{"trial.iterations": 30, "asha.enabled": False})
+    cfg_path = tiny_study(tmp_path, num_samples=4, **{"trial.iterations": 60, "asha.enabled": False})
     study = load_study_config(cfg_path)
     workdir = study.workdir.resolve()
     cmd = [sys.executable, "-m", "srstudy.cli", "launch", "--config", str(cfg_path)]
     log = open(tmp_path / "first.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # Tune saves its experiment state every >= 10 s by default; every second here, so the trials
+    # killed mid-way are in it (one started since is covered by the `forgotten` check below)
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     victims: list[psutil.Process] = []
     try:
         deadline = time.time() + 400
         while time.time() < deadline:
             trials = list((workdir / "trials").glob("*")) if (workdir / "trials").exists() else []
             done = [t for t in trials if _finished(t)]
-            midway = [t for t in trials if (t / "checkpoint.pth").exists() and not (t / "result.json").exists()]
+            # mid-way with a third of its 60 iterations left (it cannot finish before the kill lands),
+            # started over 2 s ago (in Tune's saved state)
+            midway = [t for t in trials if not (t / "result.json").exists() and 2 <= _checkpoint_iteration(t) <= 40
+                      and time.time() - (t / "run.json").stat().st_mtime > 2]
             if done and midway:
                 break
             assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
@@ -220,6 +235,7 @@ def test_kill_9_of_launcher_and_ray_then_resume_loses_nothing(tmp_path):
         proc.wait()
     time.sleep(1)
     assert not [p for p in victims if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert [t for t in midway if not (t / "result.json").exists()], "the mid-way trial finished before the kill"
     finished_before = {t.name: (t / "result.json").stat().st_mtime_ns for t in done}
     run_ids_before = {t.name: json.loads((t / "run.json").read_text())["run_id"]
                       for t in (workdir / "trials").glob("*") if (t / "run.json").exists()}
@@ -236,12 +252,21 @@ def test_kill_9_of_launcher_and_ray_then_resume_loses_nothing(tmp_path):
     for name, mtime in finished_before.items():  # finished trials were kept, not re-run
         assert (workdir / "trials" / name / "result.json").stat().st_mtime_ns == mtime
     client, runs = trial_runs(workdir)
+    # a trial Tune had not saved before the kill is run again under another id: its first run is
+    # closed as forgotten (KILLED), never left RUNNING
+    forgotten = [r for r in runs if r.data.tags.get("forgotten") == "true"]
+    assert all(r.info.status == "KILLED" for r in forgotten)
+    runs = [r for r in runs if r not in forgotten]
     assert len(runs) == 4  # no duplicate MLflow run
     assert len({r.data.tags["trial_dir"] for r in runs}) == 4
     for name, run_id in run_ids_before.items():  # unfinished trials continued in their own runs
         assert json.loads((workdir / "trials" / name / "run.json").read_text())["run_id"] == run_id
     assert all(r.info.status == "FINISHED" for r in runs), [(r.info.run_id, r.info.status, r.data.tags.get("trial_dir")) for r in runs]
     assert any(r.data.tags.get("resumed_from") not in (None, "None") for r in runs)
+    every_run = {r.data.tags["trial_dir"]: r for r in trial_runs(workdir)[1]}
+    for t in midway:  # each trial killed mid-way resumed from its checkpoint, or was closed as forgotten
+        r = every_run[str(t)]
+        assert r.data.tags.get("resumed_from") not in (None, "None") or r.data.tags.get("forgotten") == "true"
     complete = [t for t in optuna_trials(workdir) if t.state == TrialState.COMPLETE]
     assert len(complete) == 4
 
@@ -338,3 +363,23 @@ def test_resumed_study_uses_this_launchs_progress_not_the_pickled_one(tmp_path):
     fresh.was_pruned = lambda trial: 1 / 0
     fresh.on_trial_result(0, [Broken()], Broken(), {})
     fresh.on_experiment_end([Broken()])
+
+
+def test_forgotten_trial_runs_of_a_finished_study_are_closed_not_left_running(tmp_path):
+    """A trial Tune had not saved before the launcher was killed is sampled again under another
+    id on --resume; its first run is ended KILLED with forgotten=true (only this study's)."""
+    from srstudy.launch.progress import close_forgotten_runs
+    from srstudy.tracking import TrialRun
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    study = TrialRun.start(tracking_uri=uri, experiment="e", tags={"role": "study"})
+    lost = TrialRun.start(tracking_uri=uri, experiment="e", parent_run_id=study.run_id, tags={"role": "trial"})
+    done = TrialRun.start(tracking_uri=uri, experiment="e", parent_run_id=study.run_id, tags={"role": "trial"})
+    done.finish("FINISHED")
+    other = TrialRun.start(tracking_uri=uri, experiment="e", parent_run_id="another-study", tags={"role": "trial"})
+    assert close_forgotten_runs(uri, "e", study.run_id) == [lost.run_id]
+    client = MlflowClient(uri)
+    assert client.get_run(lost.run_id).info.status == "KILLED" and lost.data().tags["forgotten"] == "true"
+    assert client.get_run(done.run_id).info.status == "FINISHED"
+    assert client.get_run(other.run_id).info.status == "RUNNING"
+    assert close_forgotten_runs(uri, "no-such-experiment", study.run_id) == []

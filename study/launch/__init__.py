@@ -46,7 +46,8 @@ from ..objectives import Objective, measurable_here
 from ..tracking import TrialRun
 from ..workdir import StudyDir
 from .energy import open_study_energy
-from .progress import OUTCOMES, StudyProgress, restoring_as, run_was_pruned, trial_error, trial_outcome
+from .progress import (OUTCOMES, StudyProgress, close_forgotten_runs, restoring_as, run_was_pruned, trial_error,
+                       trial_outcome)
 from .search import name_objectives, reconcile_optuna, study_searcher
 from .trainable import tune_trial
 
@@ -211,6 +212,10 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
         energy.log_results(rows, tracking_uri)
     interrupted = any(r["status"] == "interrupted" for r in rows)
     orphans = 0 if interrupted else reconcile_optuna(storage_url, study.name)
+    forgotten = [] if interrupted else close_forgotten_runs(tracking_uri, study.trial.experiment, state["parent_run_id"])
+    if forgotten:
+        console.print(f"[yellow]notice:[/] {len(forgotten)} trial run(s) started before the launcher died were not in "
+                      "Tune's saved state; ended as KILLED with forgotten=true: " + ", ".join(forgotten))
     name_objectives(storage_url, study.name, obj_names)
     result = StudyResult(rows, objectives, parent_run_id=state["parent_run_id"], tracking_uri=tracking_uri,
                          wall_s=time.perf_counter() - t0)

@@ -75,6 +75,30 @@ def restoring_as(progress: StudyProgress) -> Iterator[None]:
         _restoring = before
 
 
+def close_forgotten_runs(tracking_uri: str, experiment: str, parent_run_id: str) -> list[str]:
+    """After a study that ran to its end: end as KILLED (tags `forgotten=true` and why) the trial
+    runs of this study still RUNNING. Tune saves its experiment state every few seconds, so a
+    trial started just before the launcher was killed (kill -9) may be absent from it: `--resume`
+    samples another trial in its place, and the first one's run would stay RUNNING forever.
+    Returns their run ids. Not after an interrupted study (its open runs are resumed)."""
+    from mlflow import MlflowClient
+
+    from ..tracking import PARENT_TAG
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], filter_string=(
+        f"tags.role = 'trial' and tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'"))
+    for r in runs:
+        TrialRun(tracking_uri, r.info.run_id).set_tags({
+            "forgotten": "true", "forgotten_reason": "its Tune trial was not in the experiment state saved before "
+                                                     "the launcher died; --resume ran another trial in its place"})
+        TrialRun(tracking_uri, r.info.run_id).finish("KILLED")
+    return [r.info.run_id for r in runs]
+
+
 class StudyProgress(ray_api.Callback):
     """Prints a table of trials (status, config, objectives) every `every_s` and at the end;
     ends the MLflow runs of pruned trials as KILLED with `pruned=true`."""
