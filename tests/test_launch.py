@@ -13,7 +13,6 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
-import torch
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -181,12 +180,12 @@ def _descendants_and_self(pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
-def _checkpoint_iteration(trial_dir: Path) -> int:
-    """The iteration of a trial's training checkpoint (0: none yet, or being replaced right now)."""
-    try:
-        return int(torch.load(trial_dir / "checkpoint.pth", weights_only=True)["iteration"])
-    except Exception:  # noqa: BLE001 - absent or mid-replace
-        return 0
+def _signal_all(processes: list[psutil.Process], sig: int) -> None:
+    for p in processes:
+        try:
+            p.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
 
 
 def _finished(trial_dir: Path) -> bool:
@@ -208,30 +207,33 @@ def test_kill_9_of_launcher_and_ray_then_resume_loses_nothing(tmp_path):
     # killed mid-way are in it (one started since is covered by the `forgotten` check below)
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+    def state():  # (finished trials, trials mid-way for over 1.5 s: a checkpoint, no result yet)
+        trials = list((workdir / "trials").glob("*")) if (workdir / "trials").exists() else []
+        return ([t for t in trials if _finished(t)],
+                [t for t in trials if (t / "checkpoint.pth").exists() and not (t / "result.json").exists()
+                 and time.time() - (t / "run.json").stat().st_mtime > 1.5])
+
     victims: list[psutil.Process] = []
     try:
         deadline = time.time() + 400
         while time.time() < deadline:
-            trials = list((workdir / "trials").glob("*")) if (workdir / "trials").exists() else []
-            done = [t for t in trials if _finished(t)]
-            # mid-way with a third of its 60 iterations left (it cannot finish before the kill lands),
-            # started over 2 s ago (in Tune's saved state)
-            midway = [t for t in trials if not (t / "result.json").exists() and 2 <= _checkpoint_iteration(t) <= 40
-                      and time.time() - (t / "run.json").stat().st_mtime > 2]
-            if done and midway:
-                break
+            done, midway = state()
+            if done and midway:  # freeze everything, then check again: the kill lands on this state
+                victims = _descendants_and_self(proc.pid)
+                _signal_all(victims, signal.SIGSTOP)
+                done, midway = state()
+                if done and midway:
+                    break
+                _signal_all(victims, signal.SIGCONT)
+                victims = []
             assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             time.sleep(0.2)
         else:
             pytest.fail("no finished + mid-way trial pair appeared")
-        victims = _descendants_and_self(proc.pid)
         assert len(victims) > 3  # the launcher, Ray's GCS, raylet and trial workers
     finally:
-        for p in victims or _descendants_and_self(proc.pid):
-            try:
-                p.send_signal(signal.SIGKILL)
-            except psutil.NoSuchProcess:
-                pass
+        _signal_all(victims or (_descendants_and_self(proc.pid) if proc.poll() is None else []), signal.SIGKILL)
         proc.wait()
     time.sleep(1)
     assert not [p for p in victims if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
