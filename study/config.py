@@ -310,6 +310,9 @@ class AshaSettings(_Model):
     reduction_factor: float = Field(2.0, gt=1)
 
 
+RESUME_MAY_CHANGE = ("max_concurrent",)  # study settings a `--resume` may change: not part of its identity
+
+
 class StudyConfig(_Model):
     """A hyper-parameter study: a base trial, what to search, what to optimise, how to run."""
 
@@ -321,7 +324,7 @@ class StudyConfig(_Model):
     objectives: list[StudyObjective] = Field(default_factory=default_objectives, min_length=1)
     constraints: list[StudyConstraint] = Field(default_factory=list)
     num_samples: int = Field(8, ge=1)
-    max_concurrent: int = Field(4, ge=1)
+    max_concurrent: int = Field(4, ge=1, description="trials at once; may change on --resume (e.g. on more GPUs)")
     resources: Resources = Field(default_factory=Resources)
     asha: AshaSettings = Field(default_factory=AshaSettings)
     seed: int = 0
@@ -356,14 +359,33 @@ class StudyConfig(_Model):
         return items
 
     def identity_payload(self) -> dict[str, Any]:
-        """What a resumed study must match: the whole config but the folder, the store and how
-        energy is measured (`trial.energy_window` changes no result)."""
+        """What a resumed study must match: the whole config but the folder, the store, how
+        energy is measured (`trial.energy_window` changes no result) and how many trials run at
+        once (`max_concurrent`: the machine's choice, so a study started on one GPU can go on
+        with more trials at once on two)."""
         return self.model_dump(mode="json", exclude={"workdir": True, "tracking_uri": True,
+                                                     **dict.fromkeys(RESUME_MAY_CHANGE, True),
                                                      "trial": {"energy_window"}})
 
     def identity(self) -> str:
         """Hash of `identity_payload` (stored in the study folder; a resume must match it)."""
-        return hashlib.sha256(json.dumps(self.identity_payload(), sort_keys=True).encode()).hexdigest()[:16]
+        return _payload_hash(self.identity_payload())
+
+    def is_study_of(self, state: dict[str, Any], *, ran_with: dict[str, Any] | None = None) -> bool:
+        """Whether a study folder's `study.json` state holds this study, so `--resume` may go on
+        with it. Folders written before `max_concurrent` left the identity hashed it with the
+        rest: their stored config is compared without it, and where they stored no config their
+        identity is recomputed with the `ran_with` values (`RESUME_MAY_CHANGE` settings as the
+        study's MLflow run logged them at its start; this config's own values by default)."""
+        if state.get("identity") == self.identity():
+            return True
+        stored = state.get("config")
+        if stored is None:
+            then = {k: getattr(self, k) for k in RESUME_MAY_CHANGE} | (ran_with or {})
+            return _payload_hash(self.identity_payload() | then) == state.get("identity")
+        if not isinstance(stored, dict) or _payload_hash(stored) != state.get("identity"):
+            return False  # not the config the folder's identity hashed
+        return _payload_hash(without_resume_settings(stored)) == self.identity()
 
     def trial_config(self, params: dict[str, Any]) -> TrialConfig:
         """The base trial with sampled `params` (`{"student.rank": 3, …}`) applied."""
@@ -389,3 +411,13 @@ def load_study_config(path: str | Path | None = None, overrides: list[str] | tup
     source = str(path) + (f" + --data-root {data_root}" if data_root is not None else "")
     source += (" + --set " + " ".join(overrides)) if overrides else ""
     return build(StudyConfig, data, source)
+
+
+def _payload_hash(payload: dict[str, Any]) -> str:
+    """A study's identity: 16 hex digits of the SHA-256 of its identity payload as sorted JSON."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def without_resume_settings(payload: dict[str, Any]) -> dict[str, Any]:
+    """A stored identity payload without the settings a resume may change (`RESUME_MAY_CHANGE`)."""
+    return {k: v for k, v in payload.items() if k not in RESUME_MAY_CHANGE}

@@ -154,6 +154,12 @@ def restore_tuner(path: str, trainable) -> Tuner:
     return Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
 
 
+def restored_searcher(tuner: Tuner):
+    """The search algorithm a restored Tuner will run (ray 2.60: unpickled with its TuneConfig
+    into `_local_tuner._tune_config`), to change how many trials it lets run at once."""
+    return tuner._local_tuner._tune_config.search_alg
+
+
 def can_restore(path: str) -> bool:
     return Tuner.can_restore(path)
 

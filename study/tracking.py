@@ -240,6 +240,16 @@ class TrialRun:
     def data(self):
         return self.client.get_run(self.run_id).data
 
+    def params_if_exists(self) -> dict[str, str] | None:
+        """The run's params, or None when the store has no such run (a folder that names a run
+        of another store, say)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.data().params)
+        except MlflowException:
+            return None
+
     def artifact_paths(self, path: str | None = None) -> list[str]:
         """Every artifact file path in the run (recursively)."""
         out = []

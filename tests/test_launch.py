@@ -323,6 +323,55 @@ def test_ctrl_c_leaves_running_trials_interrupted_not_pruned_and_resume_finishes
     assert {t.user_attrs.get("srstudy_continues_trial") for t in complete} >= {t.number for t in running}
 
 
+def test_resume_may_run_more_trials_at_once_also_in_a_folder_from_before_that_was_allowed(tmp_path):
+    """A study started one trial at a time goes on with two at once (`--set max_concurrent=2`,
+    e.g. resumed on a machine with more GPUs): `max_concurrent` is no part of its identity, the
+    restored limiter takes this launch's value, and trials then overlap. The folder is rewritten
+    as srstudy wrote it before (study.json without its config, the identity hashing
+    max_concurrent): the resume reads the value it ran with from the study's MLflow run."""
+    from srstudy.config import _payload_hash
+
+    # trials long enough (~10 s here) to outlast the ~6 s a Ray worker takes to start one
+    cfg_path = tiny_study(tmp_path, num_samples=4, max_concurrent=1, **{"trial.iterations": 200, "asha.enabled": False})
+    study = load_study_config(cfg_path)
+    workdir = study.workdir.resolve()
+    cmd = [sys.executable, "-m", "srstudy.cli", "launch", "--config", str(cfg_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 400
+    while time.time() < deadline:
+        trials = list((workdir / "trials").glob("*")) if (workdir / "trials").exists() else []
+        if [t for t in trials if (t / "checkpoint.pth").exists() and not (t / "result.json").exists()]:
+            break
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(0.2)
+    else:
+        pytest.fail("no trial got mid-way")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-4000:]
+    state = json.loads((workdir / "study.json").read_text())
+    assert "max_concurrent" not in state["config"]
+    legacy = {k: v for k, v in state.items() if k != "config"}
+    legacy["identity"] = _payload_hash(study.identity_payload() | {"max_concurrent": 1})
+    (workdir / "study.json").write_text(json.dumps(legacy))
+    resumed_at = time.time() * 1000
+
+    # a changed setting that is part of the study is still refused, naming nothing it cannot know
+    refused = subprocess.run(cmd + ["--resume", "--set", "max_concurrent=2", "--set", "seed=4"], capture_output=True,
+                             text=True, timeout=300)
+    assert refused.returncode != 0 and "different configuration" in refused.stdout + refused.stderr
+    resumed = subprocess.run(cmd + ["--resume", "--set", "max_concurrent=2"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
+    assert "max_concurrent: 2 trials at once (the study ran 1)" in resumed.stdout + resumed.stderr
+    rows = json.loads((workdir / "study_trials.json").read_text())["rows"]
+    assert len(rows) == 4 and all(r["status"] == "done" for r in rows)
+    _, runs = trial_runs(workdir)
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    spans = [(max(r.info.start_time, resumed_at), r.info.end_time) for r in runs]  # while the resumed launch ran
+    overlapping = [(a, b) for i, a in enumerate(spans) for b in spans[i + 1:] if a[0] < b[1] and b[0] < a[1]]
+    assert overlapping, spans  # with max_concurrent 1 they would have run one after the other
+
+
 def test_trial_outcome_is_one_rule_for_table_and_rows():
     from srstudy.launch.progress import trial_outcome
 

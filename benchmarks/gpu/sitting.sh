@@ -62,21 +62,10 @@ stage_study() {
   if [[ -f "$STATE" && ! -d "$W" ]]; then
     el "unpacking the study state"; python3 benchmarks/gpu/study_state.py unpack "$STATE"
   fi
-  if [[ -f "$W/study.json" ]] && ! python3 - "$STUDY_CONFIG" "$DATA" "$W" <<'PY'
-import json, sys
-from srstudy.config import load_study_config
-cfg, data, w = sys.argv[1:]
-study = load_study_config(cfg, [f"workdir={w}"], data_root=data)
-held = json.load(open(f"{w}/study.json"))["identity"]
-print(f"study identity: folder {held}, config here {study.identity()}")
-sys.exit(held != study.identity())
-PY
-  then
-    el "the config or the data root differs from the study's (e.g. BSD100 added under $DATA): not resuming"
-    return
-  fi
+  local sets=(); for kv in ${STUDY_SET:-}; do sets+=(--set "$kv"); done  # e.g. STUDY_SET="max_concurrent=8" on 2 GPUs
   el "GPU study until $(date -d @"$END_AT" +%T)"
-  srstudy launch --config "$STUDY_CONFIG" --data-root "$DATA" --workdir "$W" --resume \
+  # a folder holding another config (e.g. BSD100 added under $DATA) is refused by the launcher, naming what differs
+  srstudy launch --config "$STUDY_CONFIG" --data-root "$DATA" --workdir "$W" --resume "${sets[@]}" \
     >> "$R/study.log" 2>&1 &
   pid=$!
   while kill -0 "$pid" 2> /dev/null && (( $(date +%s) < END_AT )); do sleep 5; done

@@ -41,7 +41,7 @@ from typing import Any
 from rich.console import Console
 
 from .. import ray_api
-from ..config import StudyConfig, flatten
+from ..config import RESUME_MAY_CHANGE, StudyConfig, flatten, without_resume_settings
 from ..objectives import Objective, measurable_here
 from ..tracking import TrialRun
 from ..workdir import StudyDir
@@ -95,11 +95,20 @@ def config_differences(before: dict[str, Any] | None, now: dict[str, Any], limit
     storing its config."""
     if not before:
         return ""
-    old, new = flatten(before), flatten(now)
+    old, new = flatten(without_resume_settings(before)), flatten(now)
     keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     shown = [f"{k}: {old.get(k, '(absent)')!r} → {new.get(k, '(absent)')!r}" for k in keys[:limit]]
     more = f", and {len(keys) - limit} more" if len(keys) > limit else ""
     return " (" + "; ".join(shown) + more + ")"
+
+
+def _logged_resume_settings(tracking_uri: str, state: dict[str, Any]) -> dict[str, Any]:
+    """The settings a resume may change (`max_concurrent`) as the study's MLflow run logged them
+    at its start, for a folder whose study.json predates storing its config ({} otherwise)."""
+    if state.get("config") is not None or not state.get("parent_run_id"):
+        return {}
+    params = TrialRun(tracking_uri, state["parent_run_id"]).params_if_exists() or {}
+    return {k: json.loads(params[f"study.{k}"]) for k in RESUME_MAY_CHANGE if f"study.{k}" in params}
 
 
 def _check_resources(study: StudyConfig) -> None:
@@ -136,7 +145,7 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
         raise StudyExistsError(
             f"{workdir} already holds study {state['name']!r}; resume it with `srstudy launch --resume "
             f"--workdir {workdir}`, or choose another --workdir")
-    if state is not None and state["identity"] != study.identity():
+    if state is not None and not study.is_study_of(state, ran_with=_logged_resume_settings(tracking_uri, state)):
         raise StudyExistsError(
             f"{workdir} holds study {state['name']!r} with a different configuration"
             f"{config_differences(state.get('config'), study.identity_payload())}; resume it with the "
@@ -184,6 +193,10 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
             console.print(f"resuming study {study.name!r} from {exp_path}")
             with restoring_as(progress):  # Tune's pickled callback becomes this launch's
                 tuner = ray_api.restore_tuner(str(exp_path), trainable)
+            started_with = ray_api.restored_searcher(tuner).max_concurrent
+            if started_with != study.max_concurrent:
+                console.print(f"max_concurrent: {study.max_concurrent} trials at once (the study ran {started_with})")
+                ray_api.restored_searcher(tuner).max_concurrent = study.max_concurrent
         else:
             scheduler = None
             if study.asha.enabled:

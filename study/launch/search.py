@@ -109,6 +109,13 @@ class ResumableConcurrencyLimiter(ray_api.ConcurrencyLimiter):
     crash (Tune restores it, the limiter's restored state never saw it) — the stock one drops
     it, and the Optuna study would never learn the trial's result."""
 
+    def set_state(self, state: dict) -> None:
+        """Tune's restore of the saved limiter (its live trials), keeping this launch's
+        `max_concurrent`: a resumed study may run more (or fewer) trials at once than it did."""
+        keep = self.max_concurrent
+        super().set_state(state)
+        self.max_concurrent = keep
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         """Forward the completion to the searcher, also for a trial the limiter lost track of."""
         if ray_api.limiter_lost_track_of(self, trial_id):
