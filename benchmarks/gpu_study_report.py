@@ -99,23 +99,34 @@ def parse_param(text: Any) -> Any:
 
 # ---- the trials ----------------------------------------------------------------------------------
 def tune_trials(experiment_path: str | None, notices: list[str]) -> dict[str, dict[str, Any]]:
-    """Every trial Tune sampled (`trial id → {tune_status, config, last_result}`), from the newest
-    `experiment_state-*.json` of the study's Tune experiment: the only record of trials skipped
-    before training (they have no MLflow run). Absent: a notice, and only runs are listed."""
-    states = sorted(Path(experiment_path).glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime) \
-        if experiment_path else []
+    """Every trial Tune sampled (`trial id → {tune_status, config, last_result}`), from the
+    study's Tune experiment states: the only record of trials skipped before training (they
+    have no MLflow run). Each launch of a resumed study wrote its own `experiment_state-*.json`;
+    all are read and each trial keeps its furthest record (`_furthest`), since neither the
+    files' names nor their mtimes order them when the study moved between machines (a device
+    sitting's clock; an archive unpacked). Absent: a notice, and only runs are listed."""
+    states = sorted(Path(experiment_path).glob("experiment_state-*.json")) if experiment_path else []
     if not states:
         notices.append(f"no Tune experiment state under {experiment_path}: trials without an MLflow run "
                        "(skipped by the params constraint, or not started) are not listed")
         return {}
-    out = {}
-    for state, meta in json.loads(states[-1].read_text())["trial_data"]:
-        trial, meta = json.loads(state), json.loads(meta)
-        number = str(trial.get("experiment_tag", "")).split("_", 1)[0]  # "3_alpha=…": the 3rd sampled
-        out[trial["trial_id"]] = {"tune_status": trial.get("status"), "config": trial.get("config") or {},
-                                  "last_result": meta.get("last_result") or {},
-                                  "sampled": int(number) if number.isdigit() else None}
+    out: dict[str, dict[str, Any]] = {}
+    for path in states:
+        for state, meta in json.loads(path.read_text())["trial_data"]:
+            trial, meta = json.loads(state), json.loads(meta)
+            number = str(trial.get("experiment_tag", "")).split("_", 1)[0]  # "3_alpha=…": the 3rd sampled
+            record = {"tune_status": trial.get("status"), "config": trial.get("config") or {},
+                      "last_result": meta.get("last_result") or {},
+                      "sampled": int(number) if number.isdigit() else None}
+            if trial["trial_id"] not in out or _furthest(record) > _furthest(out[trial["trial_id"]]):
+                out[trial["trial_id"]] = record
     return dict(sorted(out.items(), key=lambda kv: (kv[1]["sampled"] is None, kv[1]["sampled"] or 0)))
+
+
+def _furthest(record: dict[str, Any]) -> tuple[bool, int]:
+    """How far a Tune record of a trial got: ended (TERMINATED / ERROR) beats not ended, then the
+    later iteration."""
+    return record["tune_status"] in ("TERMINATED", "ERROR"), int(record["last_result"].get("iteration") or 0)
 
 
 def trial_status(mlflow_status: str | None, pruned: bool, tune_status: str | None, last: dict[str, Any]) -> str:

@@ -238,6 +238,31 @@ def test_report_status_of_a_trial_follows_its_run_then_tunes_record(monkeypatch)
     assert status(None, False, "PENDING", {}) == "unfinished"
 
 
+def test_report_lists_the_trials_of_every_launch_whatever_the_files_clocks(tmp_path, monkeypatch):
+    """A study resumed on another machine has one Tune experiment state per launch; the H200
+    report of session 6 listed 19 of 22 trials because it read only the file with the newest
+    mtime, and an archive unpacked there had given the first launch's file the newest one. Every
+    file is read and each trial keeps its furthest record."""
+    import os
+
+    tune_trials = _report_module(monkeypatch).tune_trials
+
+    def state(name: str, trials: list[tuple[str, int, str, int]], mtime: float) -> None:
+        data = [[json.dumps({"trial_id": tid, "experiment_tag": f"{n}_alpha=0.5", "status": status, "config": {}}),
+                 json.dumps({"last_result": {"iteration": it}})] for tid, n, status, it in trials]
+        path = tmp_path / f"experiment_state-{name}.json"
+        path.write_text(json.dumps({"trial_data": data}))
+        os.utime(path, (mtime, mtime))
+
+    state("2026-11-29_15-39-48", [("a", 1, "TERMINATED", 2500), ("b", 2, "PAUSED", 500)], mtime=2e9)  # 1st launch
+    state("2026-11-29_20-41-51", [("a", 1, "TERMINATED", 2500), ("b", 2, "TERMINATED", 2000),
+                                  ("c", 3, "TERMINATED", 0)], mtime=1e9)  # the resume, older by its mtime
+    state("2026-11-29_09-00-00", [("b", 2, "RUNNING", 750)], mtime=3e9)  # a sitting whose clock ran behind
+    trials = tune_trials(str(tmp_path), [])
+    assert list(trials) == ["a", "b", "c"]
+    assert trials["b"]["tune_status"] == "TERMINATED" and trials["b"]["last_result"]["iteration"] == 2000
+
+
 @pytest.mark.data
 def test_report_of_a_tiny_gpu_study_on_cpu(tmp_path, shared_data):
     """A real tiny study of the GPU study's config (Ray, Optuna, MLflow, the DVMSR teacher),
