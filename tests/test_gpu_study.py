@@ -26,6 +26,7 @@ TINY_STUDY_TRIAL = [  # the study's trial made tiny: CPU, 4 iterations of batch 
     "trial.student={embed_dim: 8, n_groups: 1, blocks_per_group: 1, rank: 2}",
     "trial.data.val_max_images=1", "trial.data.benchmark_sets=[Set5]",
     "trial.latency={height: 16, width: 16, repeats: 2, warmup: 0}",
+    "trial.teacher.bank_patches=64",  # the study's bank of 16,384 teacher outputs, made tiny
 ]
 
 
@@ -155,7 +156,7 @@ def test_gpu_study_config_validates_on_the_shared_data(shared_data):
 
 
 @pytest.mark.data
-def test_one_tiny_trial_of_the_gpu_study_uses_the_dvmsr_checkpoint_as_live_teacher(tmp_path, shared_data):
+def test_one_tiny_trial_of_the_gpu_study_distills_from_a_bank_of_the_dvmsr_checkpoint(tmp_path, shared_data):
     t91_only = f"trial.data.train=[{shared_data.resolve() / 'train/T91/HR'}]"  # fewer images to downscale
     study = load_study_config(GPU_STUDY, TINY_STUDY_TRIAL + [t91_only, f"workdir={tmp_path / 'study'}"],
                               data_root=shared_data)
@@ -166,7 +167,7 @@ def test_one_tiny_trial_of_the_gpu_study_uses_the_dvmsr_checkpoint_as_live_teach
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["teacher_source"] == "checkpoint"
     assert run.data.params["teacher.checkpoint"] == str(shared_data.resolve() / "checkpoints" / "DVMSR.pth")
-    assert result.metrics["teacher_params"] == 424_428 and "teacher_bank" not in run.data.tags  # live teacher
+    assert result.metrics["teacher_params"] == 424_428 and run.data.tags["teacher_bank_patches"] == "64"
     assert not list(workdir.glob(f"**/{WEIGHTS}"))  # no teacher trained or cached
     assert 0 < result.metrics["Set5_psnr"] < 60 and 0 < result.metrics["val_psnr"] < 60
     logged = [h.value for h in sorted(client.get_metric_history(result.run_id, "lr"), key=lambda h: h.step)]
