@@ -273,13 +273,9 @@ def test_kill_9_of_launcher_and_ray_then_resume_loses_nothing(tmp_path):
     assert len(complete) == 4
 
 
-def test_ctrl_c_leaves_running_trials_interrupted_not_pruned_and_resume_finishes_them(tmp_path):
-    """SIGINT to the launcher (Ctrl+C, or a device sitting's deadline): Tune saves the running
-    trials as RUNNING and stops them without a scheduler decision. They are reported
-    `interrupted` (not `pruned`), their MLflow runs stay RUNNING without `pruned=true`, the
-    launcher exits 130 saying how to continue, and `--resume` finishes them in their own runs."""
-    cfg_path = tiny_study(tmp_path, num_samples=2, max_concurrent=2, **{"trial.iterations": 40, "asha.enabled": False})
-    workdir = load_study_config(cfg_path).workdir.resolve()
+def launch_then_ctrl_c_mid_way(cfg_path: Path, workdir: Path) -> tuple[list[str], str]:
+    """`srstudy launch --config cfg_path` in a subprocess, SIGINT once a trial has a checkpoint
+    but no result; checks the launcher exits 130 and returns (its command, its output)."""
     cmd = [sys.executable, "-m", "srstudy.cli", "launch", "--config", str(cfg_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 400
@@ -294,6 +290,17 @@ def test_ctrl_c_leaves_running_trials_interrupted_not_pruned_and_resume_finishes
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, out[-4000:]
+    return cmd, out
+
+
+def test_ctrl_c_leaves_running_trials_interrupted_not_pruned_and_resume_finishes_them(tmp_path):
+    """SIGINT to the launcher (Ctrl+C, or a device sitting's deadline): Tune saves the running
+    trials as RUNNING and stops them without a scheduler decision. They are reported
+    `interrupted` (not `pruned`), their MLflow runs stay RUNNING without `pruned=true`, the
+    launcher exits 130 saying how to continue, and `--resume` finishes them in their own runs."""
+    cfg_path = tiny_study(tmp_path, num_samples=2, max_concurrent=2, **{"trial.iterations": 40, "asha.enabled": False})
+    workdir = load_study_config(cfg_path).workdir.resolve()
+    cmd, out = launch_then_ctrl_c_mid_way(cfg_path, workdir)
     assert "study interrupted" in out and "--resume" in out and "pruned @" not in out
     rows = json.loads((workdir / "study_trials.json").read_text())["rows"]
     interrupted = [r for r in rows if r["status"] == "interrupted"]
@@ -335,20 +342,7 @@ def test_resume_may_run_more_trials_at_once_also_in_a_folder_from_before_that_wa
     cfg_path = tiny_study(tmp_path, num_samples=4, max_concurrent=1, **{"trial.iterations": 200, "asha.enabled": False})
     study = load_study_config(cfg_path)
     workdir = study.workdir.resolve()
-    cmd = [sys.executable, "-m", "srstudy.cli", "launch", "--config", str(cfg_path)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.time() + 400
-    while time.time() < deadline:
-        trials = list((workdir / "trials").glob("*")) if (workdir / "trials").exists() else []
-        if [t for t in trials if (t / "checkpoint.pth").exists() and not (t / "result.json").exists()]:
-            break
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
-        time.sleep(0.2)
-    else:
-        pytest.fail("no trial got mid-way")
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 130, out[-4000:]
+    cmd, out = launch_then_ctrl_c_mid_way(cfg_path, workdir)
     state = json.loads((workdir / "study.json").read_text())
     assert "max_concurrent" not in state["config"]
     legacy = {k: v for k, v in state.items() if k != "config"}
