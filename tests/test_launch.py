@@ -357,6 +357,8 @@ def test_resume_may_run_more_trials_at_once_also_in_a_folder_from_before_that_wa
     resumed = subprocess.run(cmd + ["--resume", "--set", "max_concurrent=2"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
     assert "max_concurrent: 2 trials at once (the study ran 1)" in resumed.stdout + resumed.stderr
+    study_run = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}").get_run(state["parent_run_id"])
+    assert study_run.data.tags["max_concurrent_resumed"] == "2" and study_run.data.params["study.max_concurrent"] == "1"
     rows = json.loads((workdir / "study_trials.json").read_text())["rows"]
     assert len(rows) == 4 and all(r["status"] == "done" for r in rows)
     _, runs = trial_runs(workdir)

@@ -197,6 +197,7 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
             if started_with != study.max_concurrent:
                 console.print(f"max_concurrent: {study.max_concurrent} trials at once (the study ran {started_with})")
                 ray_api.restored_searcher(tuner).max_concurrent = study.max_concurrent
+                parent.set_tags({"max_concurrent_resumed": study.max_concurrent})  # its param: the start's
         else:
             scheduler = None
             if study.asha.enabled:
