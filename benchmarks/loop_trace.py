@@ -152,7 +152,7 @@ def gpu_idle(events: list[dict[str, Any]], *, gap_ms: float = 0.2, top: int = 15
             by_kind[e["cat"]] += e.get("dur", 0.0) / 1000 / whole
     starts = [e["ts"] for e in gpu]
     gaps, idle_by_phase, small_idle = [], defaultdict(float), 0.0
-    for (a, b), (c, _) in zip(busy, busy[1:]):
+    for (a, b), (c, _) in zip(busy, [*busy[1:], (t1, t1)]):  # the last gap ends at the period's end
         idle = (c - b) / 1000
         if idle <= gap_ms:
             small_idle += idle

@@ -175,8 +175,11 @@ def summary_lines(out: dict[str, Any]) -> list[str]:
              + ", ".join(f"{k} {v:.2f}" for k, v in s["phase_ms"].items()) + f", unlabelled {s['unlabelled_ms']:.2f}",
              f"training thread CPU {s['training_thread_cpu_fraction']:.0%} of wall, process CPU "
              f"{s['process_cpu_fraction']:.0%}"]
+    pw = (out["profiled_host"]["wall_ms"] or {}).get("mean")
+    if pw is not None and w:
+        lines.append(f"profiled iterations: wall {pw:.2f} ms/iteration under the profiler vs {w['mean']:.2f} steady")
     if g is None:
-        lines.append("GPU: not measured (CPU run)")
+        lines.append(f"GPU: {out['gpu_unavailable_reason']}")
     else:
         lines.append(f"GPU per iteration: period {g['gpu_period_ms_per_iteration']:.2f} ms, busy "
                      f"{g['gpu_busy_ms_per_iteration']:.2f}, idle {g['gpu_idle_ms_per_iteration']:.2f} "
@@ -251,7 +254,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 shutil.copyfileobj(src, dst)
     steady = [i for i in range(args.skip, n - 1) if not start - 1 <= i <= stop]
     steady_stats = per_iteration(rec, steady)
-    gpu = gpu_idle(events, gap_ms=args.gap_ms) if device.type == "cuda" else None
+    gpu, gpu_reason = None, "not measured on a CPU (the profiler records the CPU only)"
+    if device.type == "cuda":
+        try:  # the run's other numbers are kept whatever the trace holds
+            gpu, gpu_reason = gpu_idle(events, gap_ms=args.gap_ms), None
+        except Exception as err:  # noqa: BLE001 — recorded in the result, the trace kept with --trace
+            gpu_reason = f"GPU trace analysis failed: {type(err).__name__}: {err}"
+            log.error("%s", gpu_reason)
     out = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         **_versions(),
@@ -268,6 +277,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "gpu_idle_fraction": gpu and gpu["gpu_idle_fraction"],
         "top_gaps": gpu and gpu["top_gaps"],
         "gpu": gpu,
+        "gpu_unavailable_reason": gpu_reason,
         "run_trial_metrics": {k: result.metrics.get(k) for k in
                               ("wall_time_s", "setup_s", "train_time_s", "after_training_s", "iterations_per_s")},
     }
