@@ -159,35 +159,42 @@ def _versions() -> dict[str, Any]:
     return {"torch": torch.__version__, "triton": triton, "python": sys.version.split()[0]}
 
 
+def _f(value: float | None, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def summary_lines(out: dict[str, Any]) -> list[str]:
     """A short human summary of the result."""
     r, s, g = out["whole_run"], out["steady"], out["gpu"]
     w = s["wall_ms"] or {}
-    span = lambda r: "none" if not r else f"{r[0]}..{r[1] - 1}"  # noqa: E731
+    span = lambda x: "none" if not x else f"{x[0]}..{x[1] - 1}"  # noqa: E731
     lines = [f"{out['device']}: {out['iterations']} iterations; steady {span(s['iterations'])}, "
              f"profiled {span(out['profiled'])}",
              f"end to end {r['end_to_end_s']:.1f} s = setup {r['setup_s']:.1f} + iterations {r['iterations_s']:.1f} "
              f"+ validations {r['validations']['s']:.1f} ({r['validations']['count']}) + checkpoints "
              f"{r['checkpoints']['s']:.2f} ({r['checkpoints']['count']}) + profiler {r['profiler_control_s']:.1f} "
-             f"+ after training {r['after_training_s']:.1f}; warm-up excess {r['warmup']['excess_over_steady_median_s']}",
-             f"steady wall/iteration: mean {w.get('mean', float('nan')):.2f} ms, median {w.get('median', float('nan')):.2f}"
-             f", p90 {w.get('p90', float('nan')):.2f}; host phases (ms): "
-             + ", ".join(f"{k} {v:.2f}" for k, v in s["phase_ms"].items()) + f", unlabelled {s['unlabelled_ms']:.2f}",
-             f"training thread CPU {s['training_thread_cpu_fraction']:.0%} of wall, process CPU "
-             f"{s['process_cpu_fraction']:.0%}"]
+             f"+ after training {r['after_training_s']:.1f}; warm-up ({r['warmup']['iterations']} iterations) "
+             f"{_f(r['warmup']['excess_over_steady_median_s'], '.1f')} s over the steady median",
+             f"steady wall/iteration: mean {_f(w.get('mean'))} ms, median {_f(w.get('median'))}, p90 {_f(w.get('p90'))}"
+             "; host phases (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in s["phase_ms"].items())
+             + f", unlabelled {_f(s['unlabelled_ms'])}",
+             f"training thread CPU {_f(s['training_thread_cpu_fraction'], '.0%')} of wall, process CPU "
+             f"{_f(s['process_cpu_fraction'], '.0%')}"]
     pw = (out["profiled_host"]["wall_ms"] or {}).get("mean")
-    if pw is not None and w:
-        lines.append(f"profiled iterations: wall {pw:.2f} ms/iteration under the profiler vs {w['mean']:.2f} steady")
+    lines.append(f"profiled iterations: wall {_f(pw)} ms/iteration under the profiler vs {_f(w.get('mean'))} steady")
     if g is None:
         lines.append(f"GPU: {out['gpu_unavailable_reason']}")
     else:
         lines.append(f"GPU per iteration: period {g['gpu_period_ms_per_iteration']:.2f} ms, busy "
                      f"{g['gpu_busy_ms_per_iteration']:.2f}, idle {g['gpu_idle_ms_per_iteration']:.2f} "
-                     f"({g['gpu_idle_fraction']:.1%}); idle in gaps > {g['gap_threshold_ms']} ms by next launch phase: "
-                     + ", ".join(f"{k} {v:.2f}" for k, v in g["idle_ms_per_iteration_in_gaps_by_next_launch_phase"].items()))
+                     f"({_f(g['gpu_idle_fraction'], '.1%')}); idle in gaps > {g['gap_threshold_ms']} ms by next "
+                     "launch phase: " + ", ".join(
+                         f"{k} {v:.2f}" for k, v in g["idle_ms_per_iteration_in_gaps_by_next_launch_phase"].items())
+                     + f"; in smaller gaps {g['idle_ms_per_iteration_in_small_gaps']:.2f}")
         for gap in g["top_gaps"][:5]:
             lines.append(f"  gap {gap['idle_ms']:.2f} ms: host in {gap['host_phase_at_start']} ({gap['host_op_at_start']}),"
-                         f" then {gap['next_gpu_event'][:50]} launched in {gap['next_launched_in_phase']}")
+                         f" then {gap['next_gpu_event'][:50]} launched in {gap['next_launched_in_phase']}"
+                         f"{' (late)' if gap['launch_late'] else ''}")
     return lines
 
 
@@ -224,7 +231,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg = recipe_config(args.data_root, [*args.overrides, f"iterations={args.iterations}"], sets=args.sets)
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
-    device = resolve_device(cfg.device)
+    try:
+        device = resolve_device(cfg.device)
+    except RuntimeError as err:
+        raise SystemExit(f"error: {err} (here: --set device=cpu)") from None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="profile_trial_loop_"))
     tdir = trial_dir_for(cfg, workdir)
     if tdir.is_dir() and any(tdir.iterdir()):

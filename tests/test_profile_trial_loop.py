@@ -66,6 +66,10 @@ def test_profiles_a_tiny_trial_on_cpu(tmp_path, shared_data, monkeypatch):
     assert run["end_to_end_s"] >= res["run_trial_metrics"]["wall_time_s"] > 0
     prof = res["profiled_host"]
     assert prof["profiled_iterations"] == 3 and prof["phase_ms_per_iteration"]["forward"] > 0
+    # the summary a CUDA run prints, with a GPU analysis (of the known trace below) in place
+    lines = tool.summary_lines({**res, "gpu": tool.gpu_idle(_cuda_trace())})
+    assert any(line.startswith("GPU per iteration: period 10.00 ms, busy 7.00, idle 3.00 (30.0%)") for line in lines)
+    assert "GPU: not measured on a CPU" in "\n".join(tool.summary_lines(res))
     with gzip.open(trace) as f:  # the kept trace holds the loop's ranges
         names = {e.get("name") for e in json.load(f)["traceEvents"]}
     assert {"loop/iteration", "loop/forward", "loop/backward"} <= names
