@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from srstudy.data import PatchDataset
 from srstudy.measure.timing import device_sync, time_ms
@@ -138,6 +140,41 @@ def _tf32_matmuls():
         torch.backends.cuda.matmul.allow_tf32 = before
 
 
+#: PHASES of an iteration, each a `record_function` range "loop/<name>" inside "loop/iteration"
+PHASES = ("energy_hooks", "batch_wait", "h2d", "forward", "backward", "optimizer", "log", "validate", "checkpoint")
+PhaseListener = Callable[[str, int, float, float], None]
+_phase_listener: PhaseListener | None = None
+
+
+@contextlib.contextmanager
+def phase_listener(listener: PhaseListener) -> Iterator[None]:
+    """During the block, `train` reports each phase it ran (`PHASES` and "iteration") as
+    `listener(name, iteration, t_start, t_end)` (host `time.perf_counter()` seconds), in the
+    training thread. For profiling the loop (benchmarks/profile_trial_loop.py); without a
+    listener the phases are only `record_function` ranges, which cost nothing measurable
+    unless a profiler runs."""
+    global _phase_listener
+    if _phase_listener is not None:
+        raise RuntimeError("a loop phase listener is already set; one profiler at a time")
+    _phase_listener = listener
+    try:
+        yield
+    finally:
+        _phase_listener = None
+
+
+@contextlib.contextmanager
+def _phase(name: str, iteration: int) -> Iterator[None]:
+    """One coarse phase of an iteration: the profiler range "loop/<name>", and its host times
+    to the phase listener when one is set."""
+    listener = _phase_listener
+    t0 = time.perf_counter() if listener is not None else 0.0
+    with record_function(f"loop/{name}"):
+        yield
+    if listener is not None:
+        listener(name, iteration, t0, time.perf_counter())
+
+
 def train(
     model: torch.nn.Module,
     dataset: PatchDataset,
@@ -167,6 +204,9 @@ def train(
     `gpu_session` (a `srstudy.measure.trial_session.TrialEnergySession`, on a GPU): its
     exclusive energy window runs inside this loop; it pauses before validation and checkpoints,
     and between windows the loop steps aside for other trials' windows.
+
+    Each iteration is a profiler range "loop/iteration" holding coarse ranges per phase
+    (`PHASES`; `phase_listener` receives their host times).
     """
     state = state or LoopState()
     model.to(device).train()
@@ -179,48 +219,60 @@ def train(
     with contextlib.ExitStack() as stack:
         batch_of = _batch_source(dataset, spec, device, start=it, stack=stack, bank=bank)
         while it < spec.iterations:
-            if gpu_session is not None:
-                gpu_session.before_iteration(it)  # opens the exclusive window when due
-            lr_now = lr_at(it, spec.base_lr, spec.milestones, spec.gamma, schedule=spec.schedule,
-                           warmup=spec.warmup_iterations, total=spec.iterations)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_now
-            batch = batch_of(it)
-            lr_img, hr_img = to_device(batch.lr, device), to_device(batch.hr, device)
-            with autocast(device, spec.precision):
-                teacher_sr = None
-                if batch.teacher_sr is not None and spec.alpha > 0:  # precomputed by the teacher bank
-                    teacher_sr = batch.teacher_sr.to(device, non_blocking=True)
-                elif teacher is not None and spec.alpha > 0:
-                    with torch.no_grad():
-                        teacher_sr = teacher(lr_img)
-                sr = model(lr_img)
-                loss = distillation_loss(sr.float(), hr_img, None if teacher_sr is None else teacher_sr.float(), spec.alpha)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            it += 1
-            state.iteration = it
-            losses.append(loss.detach())
-            if gpu_session is not None:
-                gpu_session.after_iteration(it - 1, boundary=it % spec.val_interval == 0
-                                            or it % spec.checkpoint_interval == 0)
-            if progress is not None:
-                progress(it)
-            if on_log is not None and (it % spec.log_interval == 0 or it == spec.iterations):
-                mean = torch.stack(losses).mean().item()
-                if not np.isfinite(mean):
-                    raise FloatingPointError(f"training loss became {mean} at iteration {it}; lower optim.lr")
-                on_log(it, {"train_loss": mean, "lr": lr_now})
-                losses.clear()
-            if on_validate is not None and (it % spec.val_interval == 0 or it == spec.iterations):
-                model.eval()
-                on_validate(it)
-                model.train()
-            if checkpoint_path is not None and (it % spec.checkpoint_interval == 0 or it == spec.iterations):
-                save_training_checkpoint(checkpoint_path, model, optimizer, state)
-                if on_checkpoint is not None:
-                    on_checkpoint(it)
+            step = it
+            with _phase("iteration", step):
+                if gpu_session is not None:
+                    with _phase("energy_hooks", step):
+                        gpu_session.before_iteration(it)  # opens the exclusive window when due
+                lr_now = lr_at(it, spec.base_lr, spec.milestones, spec.gamma, schedule=spec.schedule,
+                               warmup=spec.warmup_iterations, total=spec.iterations)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_now
+                with _phase("batch_wait", step):
+                    batch = batch_of(it)
+                with _phase("h2d", step):
+                    lr_img, hr_img = to_device(batch.lr, device), to_device(batch.hr, device)
+                    teacher_sr = None
+                    if batch.teacher_sr is not None and spec.alpha > 0:  # precomputed by the teacher bank
+                        teacher_sr = batch.teacher_sr.to(device, non_blocking=True)
+                with _phase("forward", step), autocast(device, spec.precision):
+                    if teacher_sr is None and teacher is not None and spec.alpha > 0:
+                        with torch.no_grad():
+                            teacher_sr = teacher(lr_img)
+                    sr = model(lr_img)
+                    loss = distillation_loss(sr.float(), hr_img, None if teacher_sr is None else teacher_sr.float(),
+                                             spec.alpha)
+                with _phase("backward", step):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                with _phase("optimizer", step):
+                    optimizer.step()
+                it += 1
+                state.iteration = it
+                losses.append(loss.detach())
+                if gpu_session is not None:
+                    with _phase("energy_hooks", step):
+                        gpu_session.after_iteration(it - 1, boundary=it % spec.val_interval == 0
+                                                    or it % spec.checkpoint_interval == 0)
+                if progress is not None:
+                    progress(it)
+                if on_log is not None and (it % spec.log_interval == 0 or it == spec.iterations):
+                    with _phase("log", step):
+                        mean = torch.stack(losses).mean().item()
+                        if not np.isfinite(mean):
+                            raise FloatingPointError(f"training loss became {mean} at iteration {it}; lower optim.lr")
+                        on_log(it, {"train_loss": mean, "lr": lr_now})
+                        losses.clear()
+                if on_validate is not None and (it % spec.val_interval == 0 or it == spec.iterations):
+                    with _phase("validate", step):
+                        model.eval()
+                        on_validate(it)
+                        model.train()
+                if checkpoint_path is not None and (it % spec.checkpoint_interval == 0 or it == spec.iterations):
+                    with _phase("checkpoint", step):
+                        save_training_checkpoint(checkpoint_path, model, optimizer, state)
+                        if on_checkpoint is not None:
+                            on_checkpoint(it)
     model.eval()
     return state
 

@@ -15,6 +15,7 @@
 # BSD100 to the study's scored sets, change its identity, and --resume would refuse it.
 # ALONE (ray | process | both, default ray) is energy_attribution.py's --alone. `profile`: a
 # torch.profiler table of the student step (benchmarks/profile_step.py).
+# `loopprof`: the recipe student's real trial loop profiled (benchmarks/profile_trial_loop.py).
 #   END_AT=$(( $(date +%s) + 1200 )) STAGES="step energy recipe study report" \
 #     setsid nohup bash benchmarks/gpu/sitting.sh > /tmp/sitting.log 2>&1 &
 # Stages run in the order STAGES names them. Results land in /tmp/out (r/*.json and logs, results.tgz, gpu_study_state.tgz, DONE).
@@ -57,6 +58,13 @@ stage_recipe() {
   python3 benchmarks/paper_recipe_trial.py --data-root "$DATA" --workdir /tmp/recipe --out "$R/recipe_trial_h200.json" \
     --set alpha=0 --set precision=tf32 --sets Set5,Set14 > "$R/recipe.log" 2>&1
   tail -3 "$R/recipe.log"
+}
+stage_loopprof() {  # issue 15: where the real trial's loop time goes (GPU idle, host phases, setup, validation)
+  el "trial loop profile: recipe student, alpha 0, tf32, ${LOOPPROF_ITERATIONS:-300} iterations"
+  python3 benchmarks/profile_trial_loop.py --data-root "$DATA" --set alpha=0 --set precision=tf32 --sets Set5,Set14 \
+    --iterations "${LOOPPROF_ITERATIONS:-300}" --out "$R/profile_trial_loop_h200.json" \
+    --trace "$O/profile_trial_loop_trace_h200.json.gz" > "$R/loopprof.log" 2>&1  # the trace outside r/: r.tgz stays small
+  tail -12 "$R/loopprof.log"
 }
 stage_study() {
   if [[ -f "$STATE" && ! -d "$W" ]]; then
