@@ -5,6 +5,10 @@
 
 `reference` is the issue-8 reference network (benchmarks/reference_net.py: mamba_ssm.Mamba mixers,
 PyTorch LayerNorms) with the same weights; `<backend>_vs_reference_ratio_lr<s>` compares to it.
+
+`--cuda-graphs` also times each backend's forward replayed from a CUDA graph
+(`srstudy.models.cuda_graph.capture_forward`, rows `<backend>+graph`, with the largest
+|graph − eager| difference per size): batch-1 inference is bound by launching kernels.
 """
 from __future__ import annotations
 
@@ -19,6 +23,24 @@ from srstudy.models.scan import resolve_backend
 from timing import median_ms
 
 
+def time_graphed(model, x: torch.Tensor, name: str, size: int, out: dict, args) -> None:
+    """`<name>+graph` row: the forward captured into a CUDA graph for `x`'s shape, timed like
+    the eager one, and its largest difference from the eager output (a capture that fails is
+    recorded with its error, not hidden)."""
+    from srstudy.models.cuda_graph import capture_forward
+
+    row = out["times_ms"].setdefault(f"{name}+graph", {})
+    try:
+        run = capture_forward(model, x, warmup=max(args.warmup, 1))
+        with torch.no_grad():
+            diff = (run(x).clone() - model(x)).abs().max().item()
+        out.setdefault("graph_max_abs_diff_vs_eager", {})[f"{name}_lr{size}"] = diff
+        row[f"lr{size}"] = median_ms(lambda: run(x), x.device, args.repeats, args.warmup)
+    except Exception as e:  # noqa: BLE001 — recorded in the results: which backend could not be captured, and why
+        row[f"lr{size}"] = f"capture failed: {type(e).__name__}: {e}"[:300]
+    print(f"{name}+graph", size, row[f"lr{size}"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
@@ -27,6 +49,7 @@ def main() -> None:
     ap.add_argument("--preset", default="dvmsr")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--cuda-graphs", action="store_true", help="also time each backend replayed from a CUDA graph")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     device = resolve_device(args.device)
@@ -34,6 +57,9 @@ def main() -> None:
     model = DVMSR(preset(args.preset)).to(device).eval()
     out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
            "torch": torch.__version__, "preset": args.preset, "times_ms": {}}
+    if args.cuda_graphs and device.type != "cuda":
+        out["cuda_graphs"] = f"not timed: CUDA graphs need a CUDA device, this run is on {device}"
+        print(out["cuda_graphs"])
     x_check = torch.rand(1, 3, 48, 40, device=device)
     y_check = {}
     srstudy_model = model
@@ -62,12 +88,15 @@ def main() -> None:
                     out["times_ms"][name][f"lr{s}"] = f"OOM: {e}"[:200]
                     torch.cuda.empty_cache()
             print(name, s, out["times_ms"][name][f"lr{s}"])
+            if args.cuda_graphs and device.type == "cuda":
+                time_graphed(model, x, name, s, out, args)
     if "chunked" in y_check:  # same network, same input: every backend's output vs chunked's
         out["max_abs_diff_vs_chunked"] = {n: (y - y_check["chunked"]).abs().max().item()
                                           for n, y in y_check.items() if n != "chunked"}
     t = out["times_ms"]
     for mine, other in (("chunked", "cuda"), ("triton", "cuda"), ("triton", "chunked"), ("triton", "reference"),
-                        ("cuda", "reference")):
+                        ("cuda", "reference"), ("triton+graph", "reference"), ("triton+graph", "reference+graph"),
+                        ("triton+graph", "triton"), ("cuda+graph", "reference+graph")):
         for s in args.sizes.split(","):
             a, b = t.get(mine, {}).get(f"lr{s}"), t.get(other, {}).get(f"lr{s}")
             if isinstance(a, float) and isinstance(b, float):

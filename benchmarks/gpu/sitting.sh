@@ -16,6 +16,8 @@
 # ALONE (ray | process | both, default ray) is energy_attribution.py's --alone. `profile`: a
 # torch.profiler table of the student step (benchmarks/profile_step.py).
 # `loopprof`: the recipe student's real trial loop profiled (benchmarks/profile_trial_loop.py).
+# `inference`: the CUDA-graph tests, then batch-1 DVMSR inference (triton, cuda, reference), eager and
+# replayed from CUDA graphs (benchmarks/bench_dvmsr_inference.py --cuda-graphs; needs /tmp/wheels).
 #   END_AT=$(( $(date +%s) + 1200 )) STAGES="step energy recipe study report" \
 #     setsid nohup bash benchmarks/gpu/sitting.sh > /tmp/sitting.log 2>&1 &
 # Stages run in the order STAGES names them. Results land in /tmp/out (r/*.json and logs, results.tgz, gpu_study_state.tgz, DONE).
@@ -30,17 +32,30 @@ t0=$(date +%s); el() { echo "[t=$(( $(date +%s) - t0 ))s] $*" | tee -a "$R/timel
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit,temperature.gpu --format=csv \
   > "$R/smi.txt" 2>&1
 
-stage_step() {
+with_mamba_ssm() {  # run "$@" with mamba-ssm installed from its wheel parts (the reference's side), then uninstall it
   el "mamba-ssm from its wheel"
   w=$(cat /tmp/wheels/mamba_ssm_wheel_name.txt) && cat /tmp/wheels/mamba_ssm_whl.part_* > "/tmp/$w" \
     && python3 -m pip install -q --no-deps "/tmp/$w" > "$R/mamba_install.log" 2>&1
   python3 -c "import mamba_ssm; print('mamba_ssm', mamba_ssm.__version__)" 2>&1 | tee -a "$R/timeline.txt"
+  "$@"
+  python3 -m pip uninstall -q -y mamba_ssm > /dev/null 2>&1  # srstudy's side runs without it from here on
+}
+train_steps() {
   el "training steps vs the reference (fp32, tf32, bf16)"
   python3 benchmarks/bench_train_step.py --backends triton,cuda --precisions fp32,tf32,bf16 --repeats 10 --warmup 3 \
     --out "$R/train_step_h200.json" > "$R/train_step.log" 2>&1
   grep -E "^(triton|cuda|reference)/|ratio\"|Error" "$R/train_step.log" | head -40
-  python3 -m pip uninstall -q -y mamba_ssm > /dev/null 2>&1  # srstudy's side runs without it from here on
 }
+stage_step() { with_mamba_ssm train_steps; }
+inference() {
+  el "CUDA-graph tests, then batch-1 inference vs the reference, eager and replayed from CUDA graphs"
+  python3 -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda_graph.py > "$R/cuda_graph_tests.log" 2>&1
+  tail -3 "$R/cuda_graph_tests.log"
+  python3 benchmarks/bench_dvmsr_inference.py --device cuda --backends triton,cuda,reference --cuda-graphs \
+    --out "$R/dvmsr_inference_h200.json" > "$R/inference.log" 2>&1
+  grep -E "^(triton|cuda|reference)" "$R/inference.log"
+}
+stage_inference() { with_mamba_ssm inference; }
 stage_profile() {  # where the student step's time goes now (issue 15: the next lever)
   el "profile of the student step (triton, fp32 / tf32)"
   python3 benchmarks/profile_step.py --impls triton --precisions fp32,tf32 --rows 40 --out "$R/profile_step_triton_h200.txt" \
