@@ -34,3 +34,22 @@ def test_graph_replay_matches_the_eager_forward_and_refuses_another_shape(backen
         torch.testing.assert_close(run(x), eager, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match=r"captured for \(1, 3, 64, 64\).*got \(1, 3, 32, 32\)"):
         run(torch.rand(1, 3, 32, 32, device=device))
+
+
+def test_latency_on_a_cpu_is_eager_and_says_so():
+    from srstudy.trials.loop import measure_latency
+
+    model = DVMSR(DVMSRConfig(embed_dim=8, n_groups=1, blocks_per_group=1, rank=2))
+    out, tags = measure_latency(model, device=torch.device("cpu"), height=8, width=8, repeats=2, warmup=1)
+    assert tags == {"latency_method": "eager"} and out["latency_ms"] > 0 and out["latency_p90_ms"] >= out["latency_ms"]
+
+
+@pytest.mark.cuda
+def test_latency_on_cuda_replays_a_cuda_graph():
+    """A trial's `latency_ms` on a GPU times the forward replayed from a CUDA graph (tagged), so
+    the host's kernel launches do not dominate it."""
+    from srstudy.trials.loop import measure_latency
+
+    model = DVMSR(DVMSRConfig(embed_dim=16, n_groups=2, blocks_per_group=1, rank=2)).cuda()
+    out, tags = measure_latency(model, device=torch.device("cuda"), height=32, width=32, repeats=5, warmup=2)
+    assert tags == {"latency_method": "cuda_graph"} and out["latency_ms"] > 0

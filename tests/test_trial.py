@@ -49,6 +49,7 @@ def test_tiny_trial_logs_params_metrics_artifacts_and_no_energy(tmp_path):
     assert 0 < m["val_psnr"] < 60 and 0 < m["val_ssim"] <= 1
     assert m["params"] == cfg.student.param_count() and m["flops"] > 0
     assert m["latency_ms"] > 0 and m["iterations_per_s"] > 0 and m["wall_time_s"] > 0
+    assert run.data.tags["latency_method"] == "eager"  # on a GPU: cuda_graph (tests/test_cuda_graph.py)
     # where the wall time went: setup (data, model, run) + training + after training
     assert m["after_training_s"] > 0 and m["setup_s"] >= 0
     assert m["setup_s"] + m["train_time_s"] + m["after_training_s"] == pytest.approx(m["wall_time_s"], abs=1e-6)

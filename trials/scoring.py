@@ -209,9 +209,9 @@ def _benchmarks(ctx: AfterTraining) -> dict[str, float]:
 
 def _latency(ctx: AfterTraining) -> dict[str, float]:
     lat = ctx.cfg.latency
-    out = measure_latency(ctx.student, device=ctx.device, height=lat.height, width=lat.width,
-                          repeats=lat.repeats, warmup=lat.warmup)
-    ctx.run.set_tags({"latency_device": str(ctx.device), "latency_input": f"1x3x{lat.height}x{lat.width}"})
+    out, how = measure_latency(ctx.student, device=ctx.device, height=lat.height, width=lat.width,
+                               repeats=lat.repeats, warmup=lat.warmup)
+    ctx.run.set_tags({"latency_device": str(ctx.device), "latency_input": f"1x3x{lat.height}x{lat.width}", **how})
     return out
 
 
