@@ -43,7 +43,9 @@ def capture_forward(model: torch.nn.Module, example: torch.Tensor, *,
             model(static_in)
     torch.cuda.current_stream(example.device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.no_grad(), torch.cuda.graph(graph):
+    # thread_local: CUDA calls of other threads of the process (a Ray worker's, a sampler's) do
+    # not invalidate this thread's capture
+    with torch.no_grad(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
         static_out = model(static_in)
 
     def run(x: torch.Tensor) -> torch.Tensor:
