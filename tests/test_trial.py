@@ -174,12 +174,15 @@ def test_run_created_but_not_recorded_before_a_kill_is_adopted_not_duplicated(tm
     """kill -9 between creating the trial's MLflow run and writing run.json (seen in CI: a
     study resumed after kill -9 had 5 runs for 4 trials): the restarted trial adopts that run."""
     from srstudy.tracking import TrialRun
+    from srstudy.workdir import StudyDir
 
     workdir = tmp_path / "runs"
     cfg = load_trial_config(tiny(tmp_path, iterations=2, val_interval=2))
     tdir = trial_dir_for(cfg, workdir)
+    # what the trial does first (its experiment's artifacts under the workdir, as the trial makes it:
+    # without artifact_root MLflow would put them in ./mlruns of the current folder)
     orphan = TrialRun.start(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", experiment=cfg.experiment,
-                            tags={"role": "trial", "trial_dir": str(tdir)})  # what the trial does first
+                            artifact_root=StudyDir(workdir).artifacts, tags={"role": "trial", "trial_dir": str(tdir)})
     other = TrialRun.start(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", experiment=cfg.experiment,
                            tags={"role": "trial", "trial_dir": str(tdir) + "-other"})  # another trial's: not adopted
     assert not (tdir / RUN_FILE).exists()
