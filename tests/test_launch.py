@@ -368,6 +368,22 @@ def test_resume_may_run_more_trials_at_once_also_in_a_folder_from_before_that_wa
     assert overlapping, spans  # with max_concurrent 1 they would have run one after the other
 
 
+def test_a_folder_whose_stored_config_holds_max_concurrent_resumes_with_another():
+    """study.json of srstudy before session 6: the stored config and the identity include
+    max_concurrent. Another max_concurrent still matches; another seed does not; a stored config
+    that is not what the identity hashed (edited by hand) does not either."""
+    from srstudy.config import _payload_hash
+
+    def study(**top):
+        return load_study_config(None, [f"{k}={v}" for k, v in top.items()])
+
+    old_payload = study().identity_payload() | {"max_concurrent": 4}
+    state = {"name": "srstudy", "identity": _payload_hash(old_payload), "config": old_payload}
+    assert study(max_concurrent=8).is_study_of(state) and study(max_concurrent=4).is_study_of(state)
+    assert not study(max_concurrent=8, seed=1).is_study_of(state)
+    assert not study().is_study_of({**state, "config": old_payload | {"num_samples": 99}})
+
+
 def test_trial_outcome_is_one_rule_for_table_and_rows():
     from srstudy.launch.progress import trial_outcome
 
