@@ -210,6 +210,13 @@ def tell_ended(searcher: OptunaSearch, trial_id: str, state) -> None:
     searcher._completed_trials.add(trial_id)
 
 
+def mark_told(searcher: OptunaSearch, trial_id: str) -> None:
+    """Remember the trial as told without telling Optuna anything (ray 2.60: `_completed_trials`,
+    `_ot_trials`): its Optuna trial already ended."""
+    searcher._completed_trials.add(trial_id)
+    searcher._ot_trials.pop(trial_id, None)
+
+
 def limiter_lost_track_of(limiter: ConcurrencyLimiter, trial_id: str) -> bool:
     """Whether a limiter that limits concurrency does not know the trial (restored after a crash
     without it) — the stock limiter then drops its completion (ray 2.60: `_limit_concurrency`,

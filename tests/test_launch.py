@@ -119,6 +119,30 @@ def test_searcher_restored_without_a_trial_reattaches_its_optuna_trial(tmp_path)
     assert trials[1].params["alpha"] == 0.5
 
 
+def test_a_trial_told_complete_before_a_crash_is_not_told_twice(tmp_path):
+    """kill -9 after the searcher told a trial's result to Optuna but before Tune saved its
+    state: the resume runs the trial again (it reads back its recorded result) with a searcher
+    restored from before the tell. CI saw 5 COMPLETE Optuna trials for 4 trials; the result
+    is told once."""
+    study = load_study_config(tiny_study(tmp_path))
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+
+    def searcher():
+        return PruneAwareOptunaSearch(space=optuna_space(study), metric=["val_psnr", "params"], mode=["max", "min"],
+                                      storage=optuna.storages.RDBStorage(url), study_name="s", seed=0)
+
+    before = searcher()
+    assert before.suggest("t1")
+    before.save(str(tmp_path / "searcher.pkl"))  # Tune's saved state: t1 asked, not told
+    result = {"val_psnr": 21.0, "params": 800.0, "final": True}
+    before.on_trial_complete("t1", result)  # told, then the kill
+    restored = searcher()
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    ResumableConcurrencyLimiter(restored, max_concurrent=2).on_trial_complete("t1", result)
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert [(t.state, t.values) for t in trials] == [(TrialState.COMPLETE, [21.0, 800.0])]
+
+
 def test_existing_study_needs_resume_and_the_same_config(tmp_path):
     study = load_study_config(tiny_study(tmp_path))
     workdir = study.workdir.resolve()

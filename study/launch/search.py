@@ -49,6 +49,8 @@ class PruneAwareOptunaSearch(ray_api.OptunaSearch):
         if ray_api.optuna_trial_of(self, trial_id) is None and not self._recover(trial_id, result):
             log.warning("trial %s completed but its Optuna trial is unknown and has no config to rebuild it", trial_id)
             return
+        if self._told_before_a_crash(trial_id):
+            return
         self._reopen_if_finished(trial_id)
         from optuna.trial import TrialState
 
@@ -64,14 +66,33 @@ class PruneAwareOptunaSearch(ray_api.OptunaSearch):
         ot_trial.set_user_attr("srstudy_status", reason)
         ray_api.tell_ended(self, trial_id, TrialState.FAIL if error else TrialState.PRUNED)
 
+    def _frozen(self, trial_id: str):
+        """The trial's Optuna trial as the storage holds it now."""
+        number = ray_api.optuna_trial_of(self, trial_id).number
+        return next(t for t in ray_api.optuna_study_of(self).get_trials(deepcopy=False) if t.number == number)
+
+    def _told_before_a_crash(self, trial_id: str) -> bool:
+        """Whether the trial's Optuna trial is already COMPLETE: its final result reached Optuna
+        just before a crash, Tune's saved state (older) ran the trial again on `--resume`, and the
+        trial only read back its recorded result. Telling it again would add a second observation
+        of one trial (CI: 5 COMPLETE Optuna trials for 4 trials after kill -9 + resume)."""
+        from optuna.trial import TrialState
+
+        frozen = self._frozen(trial_id)
+        if frozen.state != TrialState.COMPLETE:
+            return False
+        ray_api.mark_told(self, trial_id)
+        log.info("trial %s: its Optuna trial #%d was told COMPLETE before a restart; not told again", trial_id,
+                 frozen.number)
+        return True
+
     def _reopen_if_finished(self, trial_id: str) -> None:
         """An Optuna trial that is already finished cannot be told again, and this trial's result
         would be lost: srstudy before session 5 marked the Optuna trials of trials interrupted by
         Ctrl+C as FAIL (`orphaned_by_crash`) although `--resume` continues them. Ask a new Optuna
         trial with the same parameters for it (user attr `srstudy_continues_trial`: the old number)."""
         study = ray_api.optuna_study_of(self)
-        old = ray_api.optuna_trial_of(self, trial_id)
-        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == old.number)
+        frozen = self._frozen(trial_id)
         if not frozen.state.is_finished():
             return
         study.enqueue_trial(frozen.params, user_attrs={"srstudy_continues_trial": frozen.number})
