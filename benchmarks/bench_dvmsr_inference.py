@@ -23,6 +23,16 @@ from srstudy.models.scan import resolve_backend
 from timing import median_ms
 
 
+def _version(package: str) -> str | None:
+    """The installed version of `package`, or None when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package.replace("_", "-"))
+    except PackageNotFoundError:
+        return None
+
+
 def time_graphed(model, x: torch.Tensor, name: str, size: int, out: dict, args) -> None:
     """`<name>+graph` row: the forward captured into a CUDA graph for `x`'s shape, timed like
     the eager one, and its largest difference from the eager output (a capture that fails is
@@ -56,7 +66,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = DVMSR(preset(args.preset)).to(device).eval()
     out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "torch": torch.__version__, "preset": args.preset, "times_ms": {}}
+           "torch": torch.__version__, "triton": _version("triton"), "mamba_ssm": _version("mamba_ssm"),
+           "preset": args.preset, "times_ms": {}}
     if args.cuda_graphs and device.type != "cuda":
         out["cuda_graphs"] = f"not timed: CUDA graphs need a CUDA device, this run is on {device}"
         print(out["cuda_graphs"])
