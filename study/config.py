@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from srstudy.models.dvmsr import DVMSRConfig
+from srstudy.models.inherit import inheritance_problem
 
 from .config_io import ConfigError, apply_overrides, flatten, parse_override, read_yaml  # noqa: F401 (re-exported)
 from .data_root import apply_data_root
@@ -169,6 +170,9 @@ class TrialConfig(_Model):
     experiment: str = Field("srstudy", min_length=1, description="MLflow experiment name")
     student: ArchConfig = Field(default_factory=ArchConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student_init: Literal["random", "teacher"] = Field(
+        "random", description="random: DVMSR's init; teacher: start from the teacher's weights (its first groups and "
+        "blocks, truncated-SVD ranks; `srstudy.models.inherit`): needs the teacher's embed_dim, d_state, expand, d_conv")
     alpha: float = Field(0.8, ge=0, le=1, description="L = α·L1(S,T) + (1−α)·L1(S,GT)")
     iterations: int = Field(2500, ge=1)
     batch_size: int = Field(128, ge=1)
@@ -196,6 +200,17 @@ class TrialConfig(_Model):
         if base not in ("auto", "cpu", "cuda", "mps"):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _student_can_inherit(self):
+        """A teacher trained here has a known architecture: check it now (a checkpoint's is
+        checked when the trial loads it, before training)."""
+        if self.student_init == "teacher" and self.teacher.checkpoint is None:
+            problem = inheritance_problem(self.student.to_model_config(self.scale),
+                                          self.teacher.arch.to_model_config(self.scale))
+            if problem:
+                raise ValueError(f"student_init=teacher: {problem}")
+        return self
 
     @model_validator(mode="after")
     def _warmup_shorter_than_the_run(self):

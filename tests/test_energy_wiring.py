@@ -213,6 +213,8 @@ def test_teacher_share_is_the_teacher_work_a_trial_caused():
     assert teacher_share(teacher("trained"), alpha=0.5, sharers=None)[0] == 9000.0  # it trained it
     share, tags = teacher_share(teacher("cache"), alpha=0.5, sharers=None)
     assert share == 0.0 and "reused" in tags["energy_teacher_share"]
+    # α = 0 but the student started from the teacher's weights: it takes its share too
+    assert teacher_share(teacher("cache"), alpha=0.0, sharers=4, inherited=True)[0] == 2250.0
     for t, alpha, why in ((teacher("cache"), 0.0, "alpha = 0"), (None, 0.5, "alpha = 0"),
                           (teacher("checkpoint"), 0.5, "checkpoint"), (teacher("cache", joules=None), 0.5, "not measured"),
                           (teacher("cache", this_run=100), 0.5, "resumed")):

@@ -345,3 +345,46 @@ def test_report_of_a_tiny_gpu_study_on_cpu(tmp_path, shared_data):
     assert knee_deploy == {"same_as": "best_student"} if report["knee"]["run_id"] == best["run_id"] else (
         knee_deploy["max_abs_diff"] <= knee_deploy["tolerance"] and knee_deploy["latency_lr64_batch1"]["onnxruntime_ms"] > 0)
     assert png.stat().st_size > 10_000
+
+
+# ---- the second study: students that start from DVMSR's weights ---------------------------------
+GPU_STUDY_INHERIT = GPU_STUDY.with_name("gpu_study_inherit.yaml")
+
+
+def test_inherit_study_config_validates_and_every_searched_shape_can_inherit(shared_data):
+    from srstudy.models.inherit import inheritance_problem
+    from srstudy.models.dvmsr import config_from_state_dict, extract_state_dict
+    import torch
+
+    study = load_study_config(GPU_STUDY_INHERIT, [], data_root=shared_data)
+    trial = study.trial
+    assert trial.student_init == "teacher" and trial.student.param_count() <= 150_000
+    assert trial.teacher.checkpoint == (shared_data / "checkpoints" / "DVMSR.pth").resolve()
+    assert [str(c) for c in study.constraints] == ["params<=150000"] and study.num_samples >= 16
+    dvmsr = config_from_state_dict(extract_state_dict(torch.load(trial.teacher.checkpoint, weights_only=True))[0])
+    fits = 0
+    for g in (1, 2):
+        for b in (1, 2):
+            for lowrank in (False, True):
+                for r in range(1, 9):
+                    cfg = study.trial_config({"student.n_groups": g, "student.blocks_per_group": b,
+                                              "student.lowrank_proj": lowrank, "student.rank": r})
+                    assert inheritance_problem(cfg.student.to_model_config(cfg.scale), dvmsr) is None
+                    fits += cfg.student.param_count() <= 150_000
+    assert fits == 32  # as its header says: 32 of the 64 shapes are within the constraint
+
+
+@pytest.mark.data
+def test_a_tiny_trial_of_the_inherit_study_starts_from_dvmsr(tmp_path, shared_data):
+    t91_only = f"trial.data.train=[{shared_data.resolve() / 'train/T91/HR'}]"
+    tiny = [o for o in TINY_STUDY_TRIAL if not o.startswith("trial.student=")]
+    study = load_study_config(GPU_STUDY_INHERIT, tiny + [t91_only, "trial.iterations=2", "trial.val_interval=2",
+                                                         f"workdir={tmp_path / 'study'}"], data_root=shared_data)
+    cfg = study.trial_config({"optim.lr": 1e-12, "alpha": 0.0})  # the student as it starts
+    result = run_trial(cfg, workdir=tmp_path / "runs")
+    run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}").get_run(result.run_id)
+    assert run.data.tags["student_init"] == "teacher" and run.data.tags["student_init_groups"] == "0"
+    assert run.data.tags["teacher_source"] == "checkpoint" and "teacher_bank" not in run.data.tags  # α = 0: no bank
+    # DVMSR's group 0 at Δ rank 1 super-resolves before any training (29.5 dB on all of Set5); a random
+    # 60-dim student of DVMSR's init does not come close
+    assert result.metrics["val_psnr"] > 26

@@ -39,6 +39,7 @@ from srstudy.measure.energy import EnergyResult
 from srstudy.measure.evaluate import evaluate_set, model_upscaler
 from srstudy.measure.inference import resolve_device
 from srstudy.models.dvmsr import DVMSR
+from srstudy.models.inherit import inherit_from_teacher
 from srstudy.models.scan import resolve_backend
 from srstudy.tracking import TrialRun
 from srstudy.workdir import StudyDir
@@ -177,6 +178,13 @@ def run_trial(
     return TrialResult(run.run_id, record["metrics"], tdir, resumed_from or None, missing)
 
 
+def _teacher_role(cfg: TrialConfig) -> str:
+    """What the teacher does in this trial: distils (α > 0), gives the student its first weights, or both."""
+    roles = (["distils (alpha > 0)"] if cfg.alpha > 0 else []) + (
+        ["its weights start the student"] if cfg.student_init == "teacher" else [])
+    return "; ".join(roles)
+
+
 def wall_time_split(*, wall_s: float, after_s: float, train_s: float | None) -> dict[str, float]:
     """Where a trial's wall time went: `wall_time_s`, `after_training_s` (scoring, latency,
     inference energy, artifacts) and, when the training time is known, `setup_s` = the rest
@@ -215,13 +223,17 @@ def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, td
     images = inputs.train_images(cfg.data)
     teacher = None
     teacher_dir = Path(teacher_cache or workdir.teachers)
-    if cfg.alpha > 0:
+    if cfg.alpha > 0 or cfg.student_init == "teacher":
         teacher = get_teacher(cfg, cache_dir=teacher_dir, device=device, images=images)
 
     student = DVMSR(cfg.student.to_model_config(cfg.scale)).to(device)
     student.set_scan_backend(backend)
-    optimizer = torch.optim.Adam(student.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas)
     ckpt = tdir / CHECKPOINT_NAME
+    init_tags = {"student_init": "random"}
+    if cfg.student_init == "teacher":  # also on a resume: the checkpoint then overwrites it, the tags stay true
+        init_tags = inherit_from_teacher(student, teacher.model).tags()
+        log.info("student starts from the teacher's weights (%s)", ", ".join(f"{k}={v}" for k, v in init_tags.items()))
+    optimizer = torch.optim.Adam(student.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas)
     state: LoopState | None = None
     if ckpt.exists():
         state = load_training_checkpoint(ckpt, student, optimizer, device)
@@ -244,6 +256,7 @@ def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, td
     state = state or LoopState(extra={"run_id": run.run_id})
     resumed_from = state.iteration or None
     try:
+        run.set_tags(init_tags)
         record = _train_and_measure(cfg, run, student=student, optimizer=optimizer, state=state, teacher=teacher,
                                     images=images, device=device, backend=backend, tdir=tdir,
                                     teacher_dir=teacher_dir, hooks=hooks, gpu=gpu)
@@ -270,6 +283,7 @@ def _train_and_measure(cfg: TrialConfig, run: TrialRun, *, student: DVMSR, optim
         "scan_backend": backend,
         "precision": cfg.precision,
         "teacher_source": teacher.source if teacher else "none (alpha=0)",
+        "teacher_role": _teacher_role(cfg) if teacher else None,
         "teacher_key": teacher.key if teacher else None,
     })
     model_cfg = student.cfg
@@ -281,7 +295,7 @@ def _train_and_measure(cfg: TrialConfig, run: TrialRun, *, student: DVMSR, optim
     data = inputs.patch_dataset(images, scale=cfg.scale, patch_size=cfg.patch_size,
                                 patches_per_image=cfg.data.patches_per_image, seed=cfg.seed)
     bank = None
-    if teacher is not None and cfg.teacher.bank_patches:  # teacher outputs computed once, shared
+    if teacher is not None and cfg.alpha > 0 and cfg.teacher.bank_patches:  # teacher outputs computed once, shared
         bank = get_teacher_bank(teacher, data, inputs.images_identity(images), patches=cfg.teacher.bank_patches,
                                 seed=cfg.seed, precision=cfg.precision, cache_dir=teacher_dir, device=device)
         run.set_tags({"teacher_bank": str(bank.path), "teacher_bank_source": bank.source,
@@ -333,7 +347,8 @@ def _train_and_measure(cfg: TrialConfig, run: TrialRun, *, student: DVMSR, optim
     if ran:
         metrics["iterations_per_s"] = ran / train_s
     metrics.update(_peak_gpu_memory(device))
-    share_j, share_tags = teacher_share(teacher, alpha=cfg.alpha, sharers=hooks.teacher_sharers)
+    share_j, share_tags = teacher_share(teacher, alpha=cfg.alpha, sharers=hooks.teacher_sharers,
+                                        inherited=cfg.student_init == "teacher")
     energy_metrics, energy_tags = training_energy(gpu, energy, ran, teacher_energy_j=share_j)
     metrics.update(energy_metrics)
     final = {k: v for k, v in metrics.items() if k not in static and k not in last_val}  # not logged yet

@@ -97,18 +97,19 @@ def whole_run_meter(device: torch.device, cfg: TrialConfig, gpu: TrialGpu) -> En
     return energy_meter(device=device, sample_hz=cfg.energy_sample_hz)
 
 
-def teacher_share(teacher, *, alpha: float, sharers: int | None) -> tuple[float | None, dict[str, str]]:
+def teacher_share(teacher, *, alpha: float, sharers: int | None,
+                  inherited: bool = False) -> tuple[float | None, dict[str, str]]:
     """This trial's share of the teacher work it caused, in joules, and the tag saying how.
 
     The teacher's training energy is measured once, where it trains (its cache entry's
     `energy.gpu_energy_j`). In a study the launcher trains it once for all trials, so each
-    trial that distils from it (α > 0) takes 1/`sharers` of it (`sharers`: the study's
+    trial that distils from it (α > 0) or starts from its weights (`inherited`) takes 1/`sharers` of it (`sharers`: the study's
     num_samples, its planned trials: an allocation, not a measurement). A single trial takes
     all of it when it trained the teacher and 0 when it reused a cached one. None (absent) when
     there was no teacher work or its energy was not measured; the tag says why.
     """
     tag = "energy_teacher_share"
-    if teacher is None or alpha <= 0:
+    if teacher is None or (alpha <= 0 and not inherited):
         return None, {tag: "none: no teacher (alpha = 0)"}
     if teacher.source == "checkpoint":
         return None, {tag: "none: the teacher came from a checkpoint, no teacher training"}
