@@ -8,8 +8,9 @@ set -u
 O=${O:-/tmp/out}; UNTIL=${UNTIL:-$(( $(date +%s) + 540 ))}
 grab() {
   tar czf "$OUT/r.tgz.tmp" -C "$O" r 2> /dev/null && mv "$OUT/r.tgz.tmp" "$OUT/r.tgz"
-  for f in "$O/gpu_study_state.tgz" "$O/r/gpu_study_best_student.pth" "$O/r/gpu_study_best_student.json" \
-           "$O/r/gpu_study_front.png" "$O/profile_trial_loop_trace_h200.json.gz"; do
+  local n=${REPORT_NAME:-gpu_study}
+  for f in "$O/gpu_study_state.tgz" "$O/r/${n}_best_student.pth" "$O/r/${n}_best_student.json" \
+           "$O/r/${n}_front.png" "$O/profile_trial_loop_trace_h200.json.gz"; do
     [[ -f "$f" ]] && cp "$f" "$OUT/"
   done
 }

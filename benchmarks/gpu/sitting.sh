@@ -15,6 +15,8 @@
 # BSD100 to the study's scored sets, change its identity, and --resume would refuse it.
 # ALONE (ray | process | both, default ray) is energy_attribution.py's --alone. `profile`: a
 # torch.profiler table of the student step (benchmarks/profile_step.py).
+# STUDY_CONFIG, W (its folder), STATE, STUDY_SET pick the study; REPORT_NAME names the report's files
+# (gpu_study: gpu_study_h200.json, gpu_study_best_student.pth, gpu_study_front.png).
 # `loopprof`: the recipe student's real trial loop profiled (benchmarks/profile_trial_loop.py).
 # `inference`: the CUDA-graph tests, then batch-1 DVMSR inference (triton, cuda, reference), eager and
 # replayed from CUDA graphs (benchmarks/bench_dvmsr_inference.py --cuda-graphs; needs /tmp/wheels).
@@ -68,11 +70,13 @@ stage_energy() {
     --set trial.energy_window.min_seconds=8 --alone "${ALONE:-ray}" > "$R/energy.log" 2>&1
   tail -5 "$R/energy.log"
 }
-stage_recipe() {
-  el "recipe student, alpha 0, tf32"
-  python3 benchmarks/paper_recipe_trial.py --data-root "$DATA" --workdir /tmp/recipe --out "$R/recipe_trial_h200.json" \
-    --set alpha=0 --set precision=tf32 --sets Set5,Set14 > "$R/recipe.log" 2>&1
-  tail -3 "$R/recipe.log"
+stage_recipe() {  # RECIPE_PRECISION (default tf32); another precision writes recipe_trial_<precision>_h200.json
+  local prec=${RECIPE_PRECISION:-tf32} name=recipe_trial_h200
+  [[ $prec != tf32 ]] && name=recipe_trial_${prec}_h200
+  el "recipe student, alpha 0, $prec"
+  python3 benchmarks/paper_recipe_trial.py --data-root "$DATA" --workdir "/tmp/recipe_$prec" --out "$R/$name.json" \
+    --set alpha=0 --set "precision=$prec" --sets Set5,Set14 > "$R/recipe_$prec.log" 2>&1
+  tail -3 "$R/recipe_$prec.log"
 }
 stage_loopprof() {  # issue 15: where the real trial's loop time goes (GPU idle, host phases, setup, validation)
   el "trial loop profile: recipe student, alpha 0, tf32, ${LOOPPROF_ITERATIONS:-300} iterations"
@@ -104,12 +108,14 @@ stage_study() {
 }
 stage_report() {
   el "GPU study report (every trial, front, best student: BSD100, ONNX export, latency)"
-  python3 benchmarks/gpu_study_report.py --workdir "$W" --data-root "${REPORT_DATA:-$DATA}" --out "$R/gpu_study_h200.json" \
-    --best-checkpoint "$R/gpu_study_best_student.pth" --front-png "$R/gpu_study_front.png" --device cuda \
-    --export-dir "$R/export" > "$R/report.log" 2>&1
-  tail -4 "$R/report.log"
+  local n=${REPORT_NAME:-gpu_study}  # gpu_study_inherit for the second study
+  python3 benchmarks/gpu_study_report.py --workdir "$W" --data-root "${REPORT_DATA:-$DATA}" --out "$R/${n}_h200.json" \
+    --best-checkpoint "$R/${n}_best_student.pth" --front-png "$R/${n}_front.png" --device cuda \
+    --export-dir "$R/export_$n" > "$R/report_$n.log" 2>&1
+  tail -4 "$R/report_$n.log"
 }
-stage_scanvar() {  # the scan variants under benchmarks/gpu/variants/ against the shipped kernels, one run
+stage_scanvar() { with_mamba_ssm scan_variants; }  # mamba_ssm's kernel is the row they are compared with
+scan_variants() {  # the scan variants under benchmarks/gpu/variants/ against the shipped kernels, one run
   el "scan variants at the training shapes"
   local extras=(); for f in benchmarks/gpu/variants/*.py; do extras+=(--extra "$(basename "$f" .py)=$f"); done
   timeout "${SCANVAR_S:-900}" python3 benchmarks/bench_scan_tiles.py "${extras[@]}" --no-conv --keep 4 \
