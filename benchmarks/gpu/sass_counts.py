@@ -2,6 +2,7 @@
 
     python benchmarks/gpu/sass_counts.py [--module path/to/scan_module.py] [--tile 32,1,1] [--dump DIR]
     python benchmarks/gpu/sass_counts.py --which bwd --set SPREAD=1   # the spread backward (v3)
+    python benchmarks/gpu/sass_counts.py --module benchmarks/gpu/variants/scan_triton_seq.py --which bwd --tile 32,8,1
 
 Compiles a scan module's `_fwd_kernel` and `_bwd_kernel` (default: models/scan_triton.py) with
 `triton.compile` for `GPUTarget("cuda", 90, 32)` at the training shape (B 128, L 4096, D 64, N 16,
@@ -51,6 +52,8 @@ def _launch_values(mod, which: str, tile: tuple[int, ...]) -> dict:
                 TOK=(N if tok and tok[0] else 1))
     # CONFIG["bwd_spread"] (variants/scan_triton_v3.py): per-token rows in the state tiles' layout
     vals["SPREAD"] = bool(mod.CONFIG.get("bwd_spread")) and vals["TOK"] == 1
+    # variants/scan_triton_seq.py: a backward of T-token segments (the states the forward stored)
+    vals.update(SEG=T, n_segs=L // T)
     return vals, warps
 
 
