@@ -193,19 +193,26 @@ def _before(mask, t, L):
 
 @triton.jit
 def _tok(u_ptr, dt_ptr, B_ptr, row, bcg, t, dm, nm, A2, bias, L, SOFTPLUS: tl.constexpr):
-    """Token t's inputs: u, Δ, raw Δ : (G, 1), B_t : (G, N) (every channel the same row), and the step
-    h -> a·h + bb with a = exp(Δ·A), bb = Δ·u·B_t : (G, N).  Past L: Δ = 0, the identity step."""
+    """Token t's inputs: u, Δ, dΔ/dΔ_raw : (G, 1), B_t : (G, N) (every channel the same row), and the
+    step h -> a·h + bb with a = exp(Δ·A), bb = Δ·u·B_t : (G, N).  Past L: Δ = 0, the identity step."""
     m1 = _before(dm, t, L)                                                     # (G, 1)
     u = tl.load(u_ptr + row + t, mask=m1, other=0.0).to(tl.float32)
-    dt, raw = _delta(dt_ptr, row + t, m1, 0, bias, SOFTPLUS, False)
+    raw = tl.load(dt_ptr + row + t, mask=m1, other=0.0).to(tl.float32) + bias
+    dt, dsp = raw, 1.0
+    if SOFTPLUS:  # Δ = log(1 + e^raw), dΔ/draw = e^raw / (1 + e^raw): one exp for both (pass 1 drops dsp)
+        e = tl.exp(raw)
+        small = raw <= 20.0
+        dt = tl.where(small, tl.log(1.0 + e), raw)
+        dsp = tl.where(small, e / (1.0 + e), 1.0)
+    dt = tl.where(m1, dt, 0.0)
     Bv = tl.load(B_ptr + bcg + t, mask=_before(nm, t, L), other=0.0).to(tl.float32)
     a = tl.exp2(dt * A2)
-    return u, dt, raw, Bv, a, dt * u * Bv
+    return u, dt, dsp, Bv, a, dt * u * Bv
 
 
 @triton.jit
 def _grad_tok(C_ptr, z_ptr, dy_ptr, du_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, row, bcg, bc1, t, dm, nm, L,
-              A, Dd, u, dt, raw, Bv, bb, h, g, a_nx, dA_acc, dD_acc, dbias_acc,
+              A, Dd, u, dt, dsp, Bv, bb, h, g, a_nx, dA_acc, dD_acc, dbias_acc,
               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr):
     """The adjoint step at token t (g : (G, N) = ∂loss/∂h_{t+1} in, ∂loss/∂h_t out; a_nx = a_{t+1})
     and every gradient of token t: du, dΔ, dz stored, dB, dC added atomically (summed over the G
@@ -234,9 +241,7 @@ def _grad_tok(C_ptr, z_ptr, dy_ptr, du_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, row
     ddt = tl.sum(gm * A, axis=1, keep_dims=True) + u * gB
     du += dt * gB
     tl.atomic_add(dB_ptr + bc1 + t, tl.sum(g * (dt * u), axis=0, keep_dims=True), mask=bm, sem="relaxed")
-    if SOFTPLUS:
-        ddt = tl.where(raw <= 20.0, ddt * tl.sigmoid(raw), ddt)
-    ddt = tl.where(m1, ddt, 0.0)
+    ddt = tl.where(m1, ddt * dsp, 0.0)
     dbias_acc += ddt
     tl.store(du_ptr + row + t, du.to(du_ptr.dtype.element_ty), mask=m1)
     tl.store(ddt_ptr + row + t, ddt.to(ddt_ptr.dtype.element_ty), mask=m1)
@@ -281,7 +286,7 @@ def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_p
         tl.store(ck, h)
         for j in range(NSUB - 1):
             for k in tl.static_range(4):
-                u, dt, raw, Bv, a, bb = _tok(u_ptr, dt_ptr, B_ptr, row, bcg, s * SEG + j * 4 + k, dm, nm, A2,
+                u, dt, dsp, Bv, a, bb = _tok(u_ptr, dt_ptr, B_ptr, row, bcg, s * SEG + j * 4 + k, dm, nm, A2,
                                              bias, L, SOFTPLUS)
                 h = a * h + bb
             tl.store(ck + (j + 1) * (G * N_P2), h)
@@ -290,26 +295,26 @@ def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_p
             j = NSUB - 1 - ji
             t0 = s * SEG + j * 4
             h = tl.load(ck + j * (G * N_P2))
-            u0, dt0, raw0, B0, a0, bb0 = _tok(u_ptr, dt_ptr, B_ptr, row, bcg, t0, dm, nm, A2, bias, L, SOFTPLUS)
+            u0, dt0, dsp0, B0, a0, bb0 = _tok(u_ptr, dt_ptr, B_ptr, row, bcg, t0, dm, nm, A2, bias, L, SOFTPLUS)
             h0 = a0 * h + bb0
-            u1, dt1, raw1, B1, a1, bb1 = _tok(u_ptr, dt_ptr, B_ptr, row, bcg, t0 + 1, dm, nm, A2, bias, L, SOFTPLUS)
+            u1, dt1, dsp1, B1, a1, bb1 = _tok(u_ptr, dt_ptr, B_ptr, row, bcg, t0 + 1, dm, nm, A2, bias, L, SOFTPLUS)
             h1 = a1 * h0 + bb1
-            u2, dt2, raw2, B2, a2, bb2 = _tok(u_ptr, dt_ptr, B_ptr, row, bcg, t0 + 2, dm, nm, A2, bias, L, SOFTPLUS)
+            u2, dt2, dsp2, B2, a2, bb2 = _tok(u_ptr, dt_ptr, B_ptr, row, bcg, t0 + 2, dm, nm, A2, bias, L, SOFTPLUS)
             h2 = a2 * h1 + bb2
-            u3, dt3, raw3, B3, a3, bb3 = _tok(u_ptr, dt_ptr, B_ptr, row, bcg, t0 + 3, dm, nm, A2, bias, L, SOFTPLUS)
+            u3, dt3, dsp3, B3, a3, bb3 = _tok(u_ptr, dt_ptr, B_ptr, row, bcg, t0 + 3, dm, nm, A2, bias, L, SOFTPLUS)
             h3 = a3 * h2 + bb3
             g, dA_acc, dD_acc, dbias_acc = _grad_tok(
                 C_ptr, z_ptr, dy_ptr, du_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, row, bcg, bc1, t0 + 3, dm, nm, L,
-                A, Dd, u3, dt3, raw3, B3, bb3, h3, g, a_nx, dA_acc, dD_acc, dbias_acc, HAS_D, HAS_Z, SOFTPLUS)
+                A, Dd, u3, dt3, dsp3, B3, bb3, h3, g, a_nx, dA_acc, dD_acc, dbias_acc, HAS_D, HAS_Z, SOFTPLUS)
             g, dA_acc, dD_acc, dbias_acc = _grad_tok(
                 C_ptr, z_ptr, dy_ptr, du_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, row, bcg, bc1, t0 + 2, dm, nm, L,
-                A, Dd, u2, dt2, raw2, B2, bb2, h2, g, a3, dA_acc, dD_acc, dbias_acc, HAS_D, HAS_Z, SOFTPLUS)
+                A, Dd, u2, dt2, dsp2, B2, bb2, h2, g, a3, dA_acc, dD_acc, dbias_acc, HAS_D, HAS_Z, SOFTPLUS)
             g, dA_acc, dD_acc, dbias_acc = _grad_tok(
                 C_ptr, z_ptr, dy_ptr, du_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, row, bcg, bc1, t0 + 1, dm, nm, L,
-                A, Dd, u1, dt1, raw1, B1, bb1, h1, g, a2, dA_acc, dD_acc, dbias_acc, HAS_D, HAS_Z, SOFTPLUS)
+                A, Dd, u1, dt1, dsp1, B1, bb1, h1, g, a2, dA_acc, dD_acc, dbias_acc, HAS_D, HAS_Z, SOFTPLUS)
             g, dA_acc, dD_acc, dbias_acc = _grad_tok(
                 C_ptr, z_ptr, dy_ptr, du_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, row, bcg, bc1, t0, dm, nm, L,
-                A, Dd, u0, dt0, raw0, B0, bb0, h0, g, a1, dA_acc, dD_acc, dbias_acc, HAS_D, HAS_Z, SOFTPLUS)
+                A, Dd, u0, dt0, dsp0, B0, bb0, h0, g, a1, dA_acc, dD_acc, dbias_acc, HAS_D, HAS_Z, SOFTPLUS)
             a_nx = a0
     tl.atomic_add(dA_ptr + d * N + nn, dA_acc, mask=dm & nm, sem="relaxed")
     if HAS_D:
