@@ -22,9 +22,10 @@ does so even when the scanned axis lies inside one thread).  Here no tile has a 
   need no shuffle at all; ``a_{t+1}`` is the previous step's ``a`` (one exp per element in the
   walk back, where the shipped kernel computes a and a_next);
 * the only shuffles are the reductions: over N for y (dz), Σ g·B and Σ g·m·A (4 states in-thread,
-  then 2 lane steps) and over the 8 channels for dB and dC (3 lane steps) — 120 SHFL per 512
-  elements instead of 460; dB and dC are then added with one relaxed atomic per (b, n, t) per
-  8 channels (the shipped: one per channel);
+  then 2 lane steps) and over each half of the 8 channels for dB and dC (2 lane steps; the third
+  step would cost more than a second atomic) — 88 SHFL per 512 (token, state) elements instead of
+  460 (sm_90, Triton 3.6: variants/seq_sass.txt); dB and dC are then added with one relaxed atomic
+  per (b, n, t) per 4 channels (the shipped: one per channel);
 * the walk back needs the states in reverse token order.  Per segment of ``SEG`` = 32 tokens
   (the forward's chunk, whose entry state it stored), pass 1 runs the recurrence forward and
   stores the state entering each 4-token sub-chunk in a small scratch buffer ``ck`` (the
@@ -211,6 +212,13 @@ def _tok(u_ptr, dt_ptr, B_ptr, row, bcg, t, dm, nm, A2, bias, L, SOFTPLUS: tl.co
 
 
 @triton.jit
+def _channel_sum(x):
+    """(G, N) -> (2, N): sums over the two halves of the channels (one lane step fewer than a full
+    sum over G; the two halves are added by two atomics)."""
+    return tl.sum(tl.reshape(x, [2, x.shape[0] // 2, x.shape[1]]), axis=1)
+
+
+@triton.jit
 def _grad_tok(C_ptr, z_ptr, dy_ptr, du_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, row, bcg, bc1, t, dm, nm, L,
               A, Dd, u, dt, dsp, Bv, bb, h, g, a_nx, dA_acc, dD_acc, dbias_acc,
               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr):
@@ -233,14 +241,16 @@ def _grad_tok(C_ptr, z_ptr, dy_ptr, du_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, row
     if HAS_D:
         dD_acc += dy * u
         du = dy * Dd
-    tl.atomic_add(dC_ptr + bc1 + t, tl.sum(dy * h, axis=0, keep_dims=True), mask=bm, sem="relaxed")
+    half = tl.arange(0, 2)[:, None] * 0                                        # (2, 1): both halves' rows
+    bm2 = bm & (half == 0)                                                     # (2, N)
+    tl.atomic_add(dC_ptr + bc1 + t + half, _channel_sum(dy * h), mask=bm2, sem="relaxed")
     g = Cv * dy + a_nx * g                                                     # g_t = C_t·dy_t + a_{t+1}·g_{t+1}
     gm = g * (h - bb)                                                          # ∂/∂(Δ_t·A_n): m_t = a_t·h_{t-1}
     dA_acc += gm * dt
     gB = tl.sum(g * Bv, axis=1, keep_dims=True)                                # (G, 1)
     ddt = tl.sum(gm * A, axis=1, keep_dims=True) + u * gB
     du += dt * gB
-    tl.atomic_add(dB_ptr + bc1 + t, tl.sum(g * (dt * u), axis=0, keep_dims=True), mask=bm, sem="relaxed")
+    tl.atomic_add(dB_ptr + bc1 + t + half, _channel_sum(g * (dt * u)), mask=bm2, sem="relaxed")
     ddt = tl.where(m1, ddt * dsp, 0.0)
     dbias_acc += ddt
     tl.store(du_ptr + row + t, du.to(du_ptr.dtype.element_ty), mask=m1)
@@ -386,7 +396,7 @@ class _TritonScan(torch.autograd.Function):
         softplus, T_fwd, block, few, A_dtype, D_dtype, bias_dtype = ctx.meta
         Bt, Dm, L = u.shape
         N, N_P2 = Af.shape[1], _next_pow2(Af.shape[1])
-        G = min(SEQ_CONFIG["bwd_channels"], _next_pow2(Dm))
+        G = max(2, min(SEQ_CONFIG["bwd_channels"], _next_pow2(Dm)))  # 2 halves for `_channel_sum`
         SEG = max(T_fwd, 4)  # tokens between the states read from the forward: whole 4-token sub-chunks
         n_segs, n_groups = max(1, math.ceil(L / SEG)), math.ceil(Dm / G)
         dy = _like(_tokens_inner(dy), u)
