@@ -45,6 +45,7 @@ FLAGS = [  # with_D, with_z, with_bias, softplus
 ]
 SEQ_EXTRA = [  # Bt, Dm, L, N, chunk_size: 2 channel groups (the second part-masked); segments of 4 tokens
     (1, 9, 70, 16, 8), (2, 3, 19, 4, 2), (1, 5, 23, 5, 4), (2, 4, 130, 16, None),  # (hc read every 2nd chunk)
+    (2, 1, 13, 1, 8),  # one channel (a group of 2, one masked), one state
 ]
 N_INTERPRETED = 2 * len(CASES) * len(FLAGS) + 1 + len(SEQ_EXTRA) + 2
 
@@ -87,7 +88,7 @@ def test_interpreted_variant_forward_and_gradients_match_reference(path, shape, 
 @pytest.mark.parametrize("shape", SEQ_EXTRA, ids=lambda s: "x".join(map(str, s)))
 def test_interpreted_seq_variant_channel_groups_and_segments(shape):
     """Two channel groups of 8 (Dm = 9), segments of 4 tokens read from every 2nd forward chunk
-    (chunk_size 2), of one chunk (4), of 32 (the default), N = 5 (padded to 8)."""
+    (chunk_size 2), of one chunk (4), of 32 (the default), N = 5 (padded to 8), Dm = 1 with N = 1."""
     for flags in FLAGS[:2]:
         errs = _errors(_variant(SEQ_VARIANT).selective_scan_triton, shape, flags, seed=3)
         assert max(errs.values()) <= 2e-5, (flags, errs)

@@ -221,10 +221,10 @@ def _channel_sum(x):
 @triton.jit
 def _grad_tok(C_ptr, z_ptr, dy_ptr, du_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, row, bcg, bc1, t, dm, nm, L,
               A, Dd, u, dt, dsp, Bv, bb, h, g, a_nx, dA_acc, dD_acc, dbias_acc,
-              HAS_D: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr):
+              HAS_D: tl.constexpr, HAS_Z: tl.constexpr):
     """The adjoint step at token t (g : (G, N) = ∂loss/∂h_{t+1} in, ∂loss/∂h_t out; a_nx = a_{t+1})
-    and every gradient of token t: du, dΔ, dz stored, dB, dC added atomically (summed over the G
-    channels first), dA, dD, dΔ_bias accumulated."""
+    and every gradient of token t: du, dΔ, dz stored, dB, dC added atomically (summed over each
+    half of the G channels first), dA, dD, dΔ_bias accumulated (dsp = dΔ/dΔ_raw)."""
     m1 = _before(dm, t, L)                                                     # (G, 1)
     bm = _before(nm, t, L)                                                     # (1, N)
     Cv = tl.load(C_ptr + bcg + t, mask=bm, other=0.0).to(tl.float32)           # (G, N)
@@ -315,16 +315,16 @@ def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_p
             h3 = a3 * h2 + bb3
             g, dA_acc, dD_acc, dbias_acc = _grad_tok(
                 C_ptr, z_ptr, dy_ptr, du_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, row, bcg, bc1, t0 + 3, dm, nm, L,
-                A, Dd, u3, dt3, dsp3, B3, bb3, h3, g, a_nx, dA_acc, dD_acc, dbias_acc, HAS_D, HAS_Z, SOFTPLUS)
+                A, Dd, u3, dt3, dsp3, B3, bb3, h3, g, a_nx, dA_acc, dD_acc, dbias_acc, HAS_D, HAS_Z)
             g, dA_acc, dD_acc, dbias_acc = _grad_tok(
                 C_ptr, z_ptr, dy_ptr, du_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, row, bcg, bc1, t0 + 2, dm, nm, L,
-                A, Dd, u2, dt2, dsp2, B2, bb2, h2, g, a3, dA_acc, dD_acc, dbias_acc, HAS_D, HAS_Z, SOFTPLUS)
+                A, Dd, u2, dt2, dsp2, B2, bb2, h2, g, a3, dA_acc, dD_acc, dbias_acc, HAS_D, HAS_Z)
             g, dA_acc, dD_acc, dbias_acc = _grad_tok(
                 C_ptr, z_ptr, dy_ptr, du_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, row, bcg, bc1, t0 + 1, dm, nm, L,
-                A, Dd, u1, dt1, dsp1, B1, bb1, h1, g, a2, dA_acc, dD_acc, dbias_acc, HAS_D, HAS_Z, SOFTPLUS)
+                A, Dd, u1, dt1, dsp1, B1, bb1, h1, g, a2, dA_acc, dD_acc, dbias_acc, HAS_D, HAS_Z)
             g, dA_acc, dD_acc, dbias_acc = _grad_tok(
                 C_ptr, z_ptr, dy_ptr, du_ptr, ddt_ptr, dB_ptr, dC_ptr, dz_ptr, row, bcg, bc1, t0, dm, nm, L,
-                A, Dd, u0, dt0, dsp0, B0, bb0, h0, g, a1, dA_acc, dD_acc, dbias_acc, HAS_D, HAS_Z, SOFTPLUS)
+                A, Dd, u0, dt0, dsp0, B0, bb0, h0, g, a1, dA_acc, dD_acc, dbias_acc, HAS_D, HAS_Z)
             a_nx = a0
     tl.atomic_add(dA_ptr + d * N + nn, dA_acc, mask=dm & nm, sem="relaxed")
     if HAS_D:
