@@ -2,6 +2,7 @@
 
     python benchmarks/gpu/sass_counts.py [--module path/to/scan_module.py] [--tile 32,1,1] [--dump DIR]
     python benchmarks/gpu/sass_counts.py --which bwd --set SPREAD=1   # the spread backward (v3)
+    python benchmarks/gpu/sass_counts.py --module benchmarks/gpu/variants/scan_triton_seq.py --which bwd --tile 32,8,1
 
 Compiles a scan module's `_fwd_kernel` and `_bwd_kernel` (default: models/scan_triton.py) with
 `triton.compile` for `GPUTarget("cuda", 90, 32)` at the training shape (B 128, L 4096, D 64, N 16,
@@ -45,17 +46,24 @@ def _launch_values(mod, which: str, tile: tuple[int, ...]) -> dict:
     Bt, Dm, L, N = SHAPE["Bt"], SHAPE["Dm"], SHAPE["L"], SHAPE["N"]
     T, G, warps, *tok = tile
     n_chunks, n_groups = L // T, Dm // G
+    config = getattr(mod, "CONFIG", None) or mod.SEQ_CONFIG  # variants/scan_triton_seq.py: SEQ_CONFIG
     vals = dict(Dm=Dm, L=L, N=N, n_chunks=n_chunks, n_groups=n_groups, su_b=Dm * L, su_d=L, sB_b=N * L,
-                sB_n=L, hc_chunks=L // mod.CONFIG["fwd"][0], hc_every=T // mod.CONFIG["fwd"][0],
+                sB_n=L, hc_chunks=L // config["fwd"][0], hc_every=T // config["fwd"][0],
                 HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, N_P2=N, BLOCK=T, G=G,
                 TOK=(N if tok and tok[0] else 1))
     # CONFIG["bwd_spread"] (variants/scan_triton_v3.py): per-token rows in the state tiles' layout
-    vals["SPREAD"] = bool(mod.CONFIG.get("bwd_spread")) and vals["TOK"] == 1
+    vals["SPREAD"] = bool(config.get("bwd_spread")) and vals["TOK"] == 1
+    # variants/scan_triton_seq.py: a backward of T-token segments (the states the forward stored)
+    vals.update(SEG=T, n_segs=L // T)
     return vals, warps
 
 
-def compile_kernel(mod, which: str, tile: tuple[int, ...], overrides: dict | None = None):
-    """triton.compile of `mod._{which}_kernel` for sm_90 (`overrides`: constexpr values to change)."""
+ACTIVATIONS = ("u_ptr", "dt_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "dy_ptr", "du_ptr", "ddt_ptr", "dz_ptr")
+
+
+def compile_kernel(mod, which: str, tile: tuple[int, ...], overrides: dict | None = None, dtype: str = "fp32"):
+    """triton.compile of `mod._{which}_kernel` for sm_90 (`overrides`: constexpr values to change;
+    `dtype`: of the activations u, Δ, B, C, z, y and their gradients, e.g. "bf16")."""
     fn = getattr(mod, f"_{which}_kernel")
     vals, warps = _launch_values(mod, which, tile)
     vals.update(overrides or {})
@@ -65,7 +73,7 @@ def compile_kernel(mod, which: str, tile: tuple[int, ...], overrides: dict | Non
         if param.is_constexpr:
             sig[name], consts[name] = "constexpr", vals[name]
         elif name.endswith("_ptr"):
-            sig[name], attrs[(i,)] = "*fp32", [["tt.divisibility", 16]]
+            sig[name], attrs[(i,)] = f"*{dtype if name in ACTIVATIONS else 'fp32'}", [["tt.divisibility", 16]]
         elif vals[name] == 1:  # a launch specialises integer 1 to a constant
             sig[name], consts[name] = "constexpr", 1
         else:
@@ -96,20 +104,40 @@ def counts(kernel) -> dict:
     return out, sass
 
 
+def loop_counts(sass: str) -> list[tuple[int, int, dict]]:
+    """SASS counts of each loop body: the code from a backward branch's target to the branch
+    (nested loops: the outer body includes the inner ones once)."""
+    ops = [(int(m.group(1), 16), m.group(2)) for m in
+           (re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*)", ln) for ln in sass.splitlines()) if m]
+    spans = sorted({(int(b.group(1), 16), a) for a, txt in ops
+                    if (b := re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", txt)) and int(b.group(1), 16) < a})
+    out = []
+    for lo, hi in spans:
+        body = [t for a, t in ops if lo <= a <= hi]
+        out.append((lo, hi, {"instructions": len(body), **{k: sum(1 for t in body if re.search(p, t))
+                                                          for k, p in GROUPS.items()}}))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--module", default=str(Path(__file__).resolve().parents[2] / "models" / "scan_triton.py"))
     ap.add_argument("--tile", default=None, help="T,G,warps[,tok] for both kernels (default: the module's CONFIG)")
     ap.add_argument("--which", default="fwd,bwd")
     ap.add_argument("--dump", default=None, help="folder for the SASS and TTGIR of each kernel")
+    ap.add_argument("--loops", action="store_true", help="also the counts of each loop body")
+    ap.add_argument("--dtype", default="fp32", help="the activations' dtype (fp32, bf16, fp16)")
     ap.add_argument("--set", action="append", default=[], help="NAME=int: a constexpr of the kernel, e.g. SPREAD=0")
     args = ap.parse_args()
     mod = load(args.module)
     for which in args.which.split(","):
-        tile = tuple(int(v) for v in args.tile.split(",")) if args.tile else mod.CONFIG[which]
-        k = compile_kernel(mod, which, tile, {a: int(b) for a, b in (kv.split("=") for kv in args.set)})
+        tile = tuple(int(v) for v in args.tile.split(",")) if args.tile else mod.CONFIG[which]  # (--tile for seq)
+        k = compile_kernel(mod, which, tile, {a: int(b) for a, b in (kv.split("=") for kv in args.set)}, args.dtype)
         c, sass = counts(k)
-        print(f"{Path(args.module).name} {which} {tile}: " + " ".join(f"{a}={b}" for a, b in c.items()), flush=True)
+        print(f"{Path(args.module).name} {which} {tile} {args.dtype}: " + " ".join(f"{a}={b}" for a, b in c.items()), flush=True)
+        if args.loops:
+            for lo, hi, lc in loop_counts(sass):
+                print(f"  loop {lo:#x}-{hi:#x}: " + " ".join(f"{a}={b}" for a, b in lc.items()))
         if args.dump:
             os.makedirs(args.dump, exist_ok=True)
             stem = f"{Path(args.module).stem}_{which}"
