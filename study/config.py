@@ -221,8 +221,10 @@ class TrialConfig(_Model):
 
     def identity(self, *, exclude: tuple[str, ...] = ("device", "prefetch_batches", "energy_window")) -> str:
         """A stable hash of everything that changes the result (for resume folders); how
-        energy is measured (`energy_window`) changes no result and is left out."""
-        payload = self.model_dump(mode="json", exclude=set(exclude))
+        energy is measured (`energy_window`) changes no result and is left out, and so are
+        fields added since identities were first stored while they hold their defaults
+        (`without_later_defaults`), so an upgrade keeps every trial folder."""
+        payload = without_later_defaults(self.model_dump(mode="json", exclude=set(exclude)))
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -378,9 +380,11 @@ class StudyConfig(_Model):
         energy is measured (`trial.energy_window` changes no result) and how many trials run at
         once (`max_concurrent`: the machine's choice, so a study started on one GPU can go on
         with more trials at once on two)."""
-        return self.model_dump(mode="json", exclude={"workdir": True, "tracking_uri": True,
-                                                     **dict.fromkeys(RESUME_MAY_CHANGE, True),
-                                                     "trial": {"energy_window"}})
+        payload = self.model_dump(mode="json", exclude={"workdir": True, "tracking_uri": True,
+                                                        **dict.fromkeys(RESUME_MAY_CHANGE, True),
+                                                        "trial": {"energy_window"}})
+        payload["trial"] = without_later_defaults(payload["trial"])
+        return payload
 
     def identity(self) -> str:
         """Hash of `identity_payload` (stored in the study folder; a resume must match it)."""
@@ -431,6 +435,18 @@ def load_study_config(path: str | Path | None = None, overrides: list[str] | tup
 def _payload_hash(payload: dict[str, Any]) -> str:
     """A study's identity: 16 hex digits of the SHA-256 of its identity payload as sorted JSON."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: trial fields added after trial and study identities were first stored, with their defaults: an
+#: identity leaves such a field out while it holds its default, so folders written before it
+#: existed keep their identity (their trials ran with what is now the default)
+LATER_TRIAL_FIELDS: dict[str, Any] = {"student_init": "random"}
+
+
+def without_later_defaults(trial_payload: dict[str, Any]) -> dict[str, Any]:
+    """A trial's identity payload without the `LATER_TRIAL_FIELDS` that hold their defaults."""
+    return {k: v for k, v in trial_payload.items()
+            if not (k in LATER_TRIAL_FIELDS and v == LATER_TRIAL_FIELDS[k])}
 
 
 def without_resume_settings(payload: dict[str, Any]) -> dict[str, Any]:

@@ -115,3 +115,17 @@ def test_a_random_init_trial_says_so(tmp_path):
     run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}").get_run(result.run_id)
     assert run.data.tags["student_init"] == "random"
     assert run.data.tags["teacher_source"] == "none (alpha=0)"
+
+
+def test_student_init_at_its_default_keeps_the_identities_folders_were_written_with():
+    """Trial folders and study folders are found by identity hashes; a field added to the trial
+    config must not change them while it holds its default, or an upgrade would orphan every
+    trial folder and refuse every `--resume`. The hashes are those of srstudy before
+    `student_init` existed (commit 53caa65) for the embedded default trial and study."""
+    from srstudy.config import load_study_config
+
+    assert load_trial_config(None).identity() == "6fa392ca49004323"
+    assert load_study_config(None).identity() == "9a0e53a9918b6f2f"
+    teacher_width = f"student.embed_dim={load_trial_config(None).teacher.arch.embed_dim}"
+    inheriting = load_trial_config(None, ["student_init=teacher", teacher_width])
+    assert inheriting.identity() != load_trial_config(None, [teacher_width]).identity()
