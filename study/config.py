@@ -190,6 +190,10 @@ class TrialConfig(_Model):
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     energy_sample_hz: float = Field(10.0, gt=0)
     energy_window: EnergyWindowConfig = Field(default_factory=EnergyWindowConfig)
+    batch_crops: Literal["auto", "host", "device"] = Field(
+        "auto", description="where training batches are cut: host (a thread crops, stacks and copies them) or device "
+        "(the training images held in GPU memory, patches gathered there); auto: device on CUDA when the images take "
+        "at most 1/8 of its free memory. The batches are the same either way")
     prefetch_batches: int | None = Field(
         None, ge=0, description="batches built ahead in a background thread; None: 2 on CUDA, 0 on CPU")
 
@@ -219,7 +223,8 @@ class TrialConfig(_Model):
                              f"({self.iterations}) for the cosine schedule; lower it, or 0 for no warm-up")
         return self
 
-    def identity(self, *, exclude: tuple[str, ...] = ("device", "prefetch_batches", "energy_window")) -> str:
+    def identity(self, *, exclude: tuple[str, ...] = ("device", "prefetch_batches", "batch_crops",
+                                                       "energy_window")) -> str:
         """A stable hash of everything that changes the result (for resume folders); how
         energy is measured (`energy_window`) changes no result and is left out, and so are
         fields added since identities were first stored while they hold their defaults
@@ -440,7 +445,7 @@ def _payload_hash(payload: dict[str, Any]) -> str:
 #: trial fields added after trial and study identities were first stored, with their defaults: an
 #: identity leaves such a field out while it holds its default, so folders written before it
 #: existed keep their identity (their trials ran with what is now the default)
-LATER_TRIAL_FIELDS: dict[str, Any] = {"student_init": "random"}
+LATER_TRIAL_FIELDS: dict[str, Any] = {"student_init": "random", "batch_crops": "auto"}
 
 
 def without_later_defaults(trial_payload: dict[str, Any]) -> dict[str, Any]:

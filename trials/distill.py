@@ -45,6 +45,7 @@ from srstudy.tracking import TrialRun
 from srstudy.workdir import StudyDir
 
 from . import inputs
+from .device_batches import choose_batch_crops
 from .gpu_energy import TrialGpu, teacher_share, training_energy, trial_gpu, whole_run_meter
 from .loop import CHECKPOINT_NAME, LoopSpec, LoopState, load_training_checkpoint, train
 from .memory import check_fits, student_estimate
@@ -300,6 +301,8 @@ def _train_and_measure(cfg: TrialConfig, run: TrialRun, *, student: DVMSR, optim
                                 seed=cfg.seed, precision=cfg.precision, cache_dir=teacher_dir, device=device)
         run.set_tags({"teacher_bank": str(bank.path), "teacher_bank_source": bank.source,
                       "teacher_bank_patches": len(bank)})
+    crops_on, why = choose_batch_crops(cfg.batch_crops, data, device)
+    run.set_tags({"batch_crops": crops_on, "batch_crops_reason": why})
     val = inputs.validation_set(cfg.data, scale=cfg.scale)
     up = model_upscaler(student, scale=cfg.scale, device=device)
     last_val: dict[str, float] = {}
@@ -319,7 +322,7 @@ def _train_and_measure(cfg: TrialConfig, run: TrialRun, *, student: DVMSR, optim
         alpha=cfg.alpha if teacher else 0.0, seed=cfg.seed, precision=cfg.precision,
         checkpoint_interval=cfg.checkpoint_interval, val_interval=cfg.val_interval,
         log_interval=max(1, min(10, cfg.iterations // 20)),
-        prefetch=cfg.prefetch_batches,
+        prefetch=cfg.prefetch_batches, batch_crops=crops_on,
     )
     start_it = state.iteration
     if device.type == "cuda":

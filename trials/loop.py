@@ -27,6 +27,7 @@ from srstudy.data import PatchDataset
 from srstudy.measure.timing import device_sync, time_ms
 
 from .batches import Batch, make_bank_batch, make_batch, to_device
+from .device_batches import DeviceBatches
 from .prefetch import BatchPrefetcher
 
 log = logging.getLogger("srstudy.train")
@@ -79,6 +80,7 @@ class LoopSpec:
     val_interval: int = 250
     log_interval: int = 10
     prefetch: int | None = None  # batches built ahead in a thread; None: 2 on CUDA, 0 on CPU
+    batch_crops: str = "host"  # host: cut, stacked and copied by the host; device: cut on the device (device_batches)
 
 
 @dataclass
@@ -279,10 +281,21 @@ def train(
 
 def _batch_source(dataset: PatchDataset, spec: LoopSpec, device: torch.device, *, start: int,
                   stack: contextlib.ExitStack, bank=None) -> Callable[[int], Batch]:
-    """iteration -> its batch (with `teacher_sr` from a bank): built by a prefetch thread
+    """iteration -> its batch (with `teacher_sr` from a bank). `spec.batch_crops == "device"`: the
+    host draws the crops (in the prefetch thread when there is one) and the device cuts them
+    (`device_batches`). Else built by a prefetch thread
     (`spec.prefetch` ahead; default 2 on CUDA, none on CPU, where the thread would compete
     with the training threads) or in line."""
     depth = spec.prefetch if spec.prefetch is not None else (2 if device.type == "cuda" else 0)
+    if spec.batch_crops == "device":  # the host only draws the crops (ahead, in the thread); the device cuts them
+        cutter = DeviceBatches(dataset, device)
+        targets = None if bank is None else bank.targets
+        draw = lambda i: cutter.crops(spec.batch_size, i, spec.seed, bank_targets=targets)  # noqa: E731
+        if not depth:
+            return lambda i: cutter.gather(draw(i))
+        ahead = BatchPrefetcher(draw, start=start, stop=spec.iterations, depth=depth, pin=device.type == "cuda")
+        crops_of = stack.enter_context(ahead).next
+        return lambda i: cutter.gather(crops_of(i))
     if bank is not None:
         build = lambda i: make_bank_batch(dataset, bank.targets, spec.batch_size, i, spec.seed)  # noqa: E731
     else:

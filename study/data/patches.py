@@ -132,30 +132,37 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.hr) * self.patches_per_image
 
+    def crop(self, index: int) -> tuple[int, int, int, int, int, int]:
+        """Where patch ``index`` of the current epoch comes from: (image, top, left, hflip, vflip,
+        transpose), the LR crop's corner and the flips (0/1). `patch` cuts it on the host; a
+        batch builder on the GPU cuts the same pixels from images held there
+        (`srstudy.trials.device_batches`)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"PatchDataset index {index} out of range [0, {len(self)})")
+        k = index // self.patches_per_image
+        rng = np.random.default_rng((self.seed, self.epoch, int(index)))
+        p = self.lr_patch
+        top = int(rng.integers(0, self.lr[k].shape[0] - p + 1))
+        left = int(rng.integers(0, self.lr[k].shape[1] - p + 1))
+        hflip, vflip, transpose = (int(f) for f in rng.integers(0, 2, size=3)) if self.augment else (0, 0, 0)
+        return k, top, left, hflip, vflip, transpose
+
     def patch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Patch ``index`` of the current epoch as uint8 (p, p, 3) LR and (p*s, p*s, 3) HR views.
 
         Cheap (no copy, no float conversion): batch builders stack these and convert on the
         training device, which moves a quarter of the bytes of float32 patches.
         """
-        if not 0 <= index < len(self):
-            raise IndexError(f"PatchDataset index {index} out of range [0, {len(self)})")
-        k = index // self.patches_per_image
-        lr_img, hr_img = self.lr[k], self.hr[k]
-        rng = np.random.default_rng((self.seed, self.epoch, int(index)))
+        k, top, left, hflip, vflip, transpose = self.crop(index)
         p, s = self.lr_patch, self.scale
-        top = int(rng.integers(0, lr_img.shape[0] - p + 1))
-        left = int(rng.integers(0, lr_img.shape[1] - p + 1))
-        lr = lr_img[top : top + p, left : left + p]  # (p, p, 3)
-        hr = hr_img[top * s : (top + p) * s, left * s : (left + p) * s]  # (p*s, p*s, 3)
-        if self.augment:
-            hflip, vflip, transpose = rng.integers(0, 2, size=3)
-            if hflip:
-                lr, hr = lr[:, ::-1], hr[:, ::-1]
-            if vflip:
-                lr, hr = lr[::-1], hr[::-1]
-            if transpose:  # with a flip this is a 90-degree rotation
-                lr, hr = lr.transpose(1, 0, 2), hr.transpose(1, 0, 2)
+        lr = self.lr[k][top : top + p, left : left + p]  # (p, p, 3)
+        hr = self.hr[k][top * s : (top + p) * s, left * s : (left + p) * s]  # (p*s, p*s, 3)
+        if hflip:
+            lr, hr = lr[:, ::-1], hr[:, ::-1]
+        if vflip:
+            lr, hr = lr[::-1], hr[::-1]
+        if transpose:  # with a flip this is a 90-degree rotation
+            lr, hr = lr.transpose(1, 0, 2), hr.transpose(1, 0, 2)
         return lr, hr
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
