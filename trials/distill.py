@@ -52,6 +52,7 @@ from .memory import check_fits, student_estimate
 from .scoring import RESULT_FILE, AfterTraining, new_record, read_record, write_record
 from .teacher import Teacher, get_teacher
 from .teacher_bank import get_teacher_bank
+from .warmup import KernelWarmup
 
 log = logging.getLogger("srstudy.trial")
 
@@ -235,6 +236,9 @@ def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, td
         init_tags = inherit_from_teacher(student, teacher.model).tags()
         log.info("student starts from the teacher's weights (%s)", ", ".join(f"{k}={v}" for k, v in init_tags.items()))
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas)
+    # the step's kernels compile in a thread while the rest of the setup runs (joined before training)
+    warmup = KernelWarmup(student, batch_size=cfg.batch_size, patch_size=cfg.patch_size, precision=cfg.precision,
+                          device=device)
     state: LoopState | None = None
     if ckpt.exists():
         state = load_training_checkpoint(ckpt, student, optimizer, device)
@@ -260,7 +264,7 @@ def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, td
         run.set_tags(init_tags)
         record = _train_and_measure(cfg, run, student=student, optimizer=optimizer, state=state, teacher=teacher,
                                     images=images, device=device, backend=backend, tdir=tdir,
-                                    teacher_dir=teacher_dir, hooks=hooks, gpu=gpu)
+                                    teacher_dir=teacher_dir, hooks=hooks, gpu=gpu, warmup=warmup)
     except KeyboardInterrupt:
         run.finish("KILLED")  # resumable: the next start reopens this run
         raise
@@ -273,7 +277,7 @@ def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, td
 def _train_and_measure(cfg: TrialConfig, run: TrialRun, *, student: DVMSR, optimizer: torch.optim.Optimizer,
                        state: LoopState, teacher: Teacher | None, images: inputs.Images, device: torch.device,
                        backend: str, tdir: Path, teacher_dir: Path, hooks: TrialHooks,
-                       gpu: TrialGpu) -> dict[str, Any]:
+                       gpu: TrialGpu, warmup: KernelWarmup) -> dict[str, Any]:
     """Train the student; returns the trial's record (what training measured, every step
     after training still to run)."""
     run.log_params(flatten(cfg.model_dump(mode="json")))
@@ -325,6 +329,7 @@ def _train_and_measure(cfg: TrialConfig, run: TrialRun, *, student: DVMSR, optim
         prefetch=cfg.prefetch_batches, batch_crops=crops_on,
     )
     start_it = state.iteration
+    run.set_tags(warmup.join())  # before the energy meter: its idle baseline needs a quiet GPU
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     if gpu.session is not None:
