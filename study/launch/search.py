@@ -13,9 +13,8 @@ import math
 from typing import Any
 
 from .. import ray_api
-from ..config import StudyConfig
-from ..config import ConfigError
-from ..objectives import Objective
+from ..config import ConfigError, StudyConfig
+from ..objectives import ANALYTIC_METRICS, Objective
 from .trainable import analytic_check
 
 log = logging.getLogger("srstudy.launch")
@@ -59,9 +58,10 @@ class PruneAwareOptunaSearch(ray_api.OptunaSearch):
     _screen: StudyConfig | None = None  # the study whose analytic constraints proposals must meet
 
     def screen_proposals(self, study: StudyConfig) -> None:
-        """Reject proposals that break `study`'s analytic constraints from now on. Not saved with
-        the searcher's state: each launch (a `--resume` too) sets it from its own config."""
-        self._screen = study
+        """Reject proposals that break `study`'s analytic constraints from now on (none to check:
+        no screening). Not saved with the searcher's state: each launch (a `--resume` too) sets
+        it from its own config."""
+        self._screen = study if any(c.metric in ANALYTIC_METRICS for c in study.constraints) else None
 
     def save(self, checkpoint_path: str) -> None:
         """Tune's save of the searcher's state, without the study config it screens with."""
@@ -88,17 +88,17 @@ class PruneAwareOptunaSearch(ray_api.OptunaSearch):
         from optuna.trial import TrialState
 
         study = ray_api.optuna_study_of(self)
-        rejected: dict[str, int] = {}  # broken constraint -> how many proposals broke it
+        rejected, broke = 0, set()  # how many proposals were rejected; the constraints they broke
         last = ""
         while True:
             ot_trial = study.ask(fixed_distributions=ray_api.searched_space(self))
             broken = self._broken_constraints(ot_trial.params)
             if not broken:
                 break
-            if sum(rejected.values()) >= MAX_REJECTED_PROPOSALS:
+            if rejected >= MAX_REJECTED_PROPOSALS:
                 log.warning("trial %s: the sampler proposed %d points in a row that break %s; this one runs and is "
                             "skipped before training. Widen the constraint or narrow the search space so that it "
-                            "holds somewhere", trial_id, sum(rejected.values()), ", ".join(rejected))
+                            "holds somewhere", trial_id, rejected, ", ".join(sorted(broke)))
                 return ot_trial
             last = "; ".join(broken.values())
             ot_trial.set_user_attr("srstudy_status", "constraint_violated")
@@ -106,11 +106,11 @@ class PruneAwareOptunaSearch(ray_api.OptunaSearch):
             ot_trial.set_user_attr(REJECTED_ATTR, True)
             study.tell(ot_trial, state=TrialState.PRUNED)
             log.debug("proposal #%d %s breaks %s: not run, told PRUNED", ot_trial.number, ot_trial.params, last)
-            for c in broken:
-                rejected[c] = rejected.get(c, 0) + 1
+            rejected += 1
+            broke.update(broken)
         if rejected:
             log.info("trial %s: %d proposal(s) broke %s and were not run (told PRUNED; last: %s); sampled again",
-                     trial_id, sum(rejected.values()), ", ".join(rejected), last)
+                     trial_id, rejected, ", ".join(sorted(broke)), last)
         return ot_trial
 
     def _broken_constraints(self, params: dict[str, Any]) -> dict[str, str]:
@@ -147,6 +147,8 @@ class PruneAwareOptunaSearch(ray_api.OptunaSearch):
         reason = "error" if error else (
             "constraint_violated" if result and result.get("constraint_violated") else "stopped_early")
         ot_trial.set_user_attr("srstudy_status", reason)
+        if reason == "constraint_violated" and result.get("constraint"):
+            ot_trial.set_user_attr("srstudy_constraint", result["constraint"])
         ray_api.tell_ended(self, trial_id, TrialState.FAIL if error else TrialState.PRUNED)
 
     def _frozen(self, trial_id: str):
