@@ -223,6 +223,11 @@ def launch_command(
     Console(width=160).print(table)
     counts = {s: sum(r["status"] == s for r in result.rows) for s in OUTCOMES}
     print(f"trials: {counts}; wall time {result.wall_s:.0f} s")
+    if result.rejected_proposals:
+        from .objectives import ANALYTIC_METRICS
+
+        analytic = ", ".join(str(c) for c in study.constraints if c.metric in ANALYTIC_METRICS)
+        print(f"{result.rejected_proposals} proposal(s) broke {analytic} and were not run: Optuna sampled again")
     store = result.tracking_uri
     from .tracking import browser_links
 

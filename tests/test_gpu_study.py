@@ -210,7 +210,7 @@ TINY_REPORT_STUDY = TINY_STUDY_TRIAL + [  # 6 tiny trials, 2 at a time on CPU; A
     "trial.val_interval=2", "trial.data.benchmark_sets=[Set5,Set14]",
     "search_space={student.embed_dim: {type: categorical, choices: [8, 16]}, "
     "student.rank: {type: int, low: 1, high: 2}, alpha: {type: float, low: 0.0, high: 1.0}}",
-    "constraints=['params <= 15540']",  # skips the 16-dim rank-2 students (15,568 params) before training
+    "constraints=['params <= 15540']",  # rejects the 16-dim rank-2 students (15,568 params): never trials
     "num_samples=6", "max_concurrent=2", "resources={cpu: 1, gpu: 0}", "seed=0",
     "asha={enabled: true, grace_period: 2, reduction_factor: 2}",
 ]
@@ -273,6 +273,7 @@ def test_report_of_a_tiny_gpu_study_on_cpu(tmp_path, shared_data):
     import subprocess
     import sys
 
+    import optuna
     import torch
 
     from srstudy.launch import launch
@@ -293,15 +294,17 @@ def test_report_of_a_tiny_gpu_study_on_cpu(tmp_path, shared_data):
     # every trial Tune sampled has one row, with the launcher's own verdict
     launcher = {r["trial_id"]: LAUNCHER_STATUS[r["status"]] for r in launched.rows}
     assert {r["trial_id"]: r["status"] for r in rows} == launcher and len(rows) == study.num_samples
-    assert {"finished", "skipped"} <= set(launcher.values())
+    assert "finished" in set(launcher.values()) and "skipped" not in set(launcher.values())
     c = report["counts"]
-    assert (c["sampled"], c["skipped"], c["pruned"]) == (6, sum(s == "skipped" for s in launcher.values()),
-                                                         sum(s == "pruned" for s in launcher.values()))
-    assert c["trained"] == c["sampled"] - c["skipped"] and c["full_budget"] == c["finished"]
+    assert (c["sampled"], c["skipped"], c["pruned"]) == (6, 0, sum(s == "pruned" for s in launcher.values()))
+    assert c["trained"] == c["sampled"] and c["full_budget"] == c["finished"]
+    # the 16-dim rank-2 proposals were rejected before they became trials: PRUNED in Optuna, not run
+    ot = optuna.load_study(study_name=study.name, storage=f"sqlite:///{workdir / 'optuna.db'}").trials
+    rejected = [t for t in ot if t.user_attrs.get("srstudy_proposal_rejected")]
+    assert rejected and len(rejected) == launched.rejected_proposals and len(ot) == 6 + len(rejected)
+    assert {t.user_attrs["srstudy_constraint"] for t in rejected} == {"params<=15540 (params = 15568)"}
     for r in rows:
         assert set(r["config"]) == set(study.search_space)
-        if r["status"] == "skipped":
-            assert r["run_id"] is None and r["params"] == 15_568 and r["iterations"] == 0 and r["Set5_psnr"] is None
         if r["status"] == "pruned":
             assert r["run_id"] and 0 < r["iterations"] < 4 and r["Set5_psnr"] is None
         if r["status"] == "finished":

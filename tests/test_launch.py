@@ -37,7 +37,7 @@ def optuna_trials(workdir: Path, name: str = "tiny"):
 
 
 def test_asha_multi_objective_study_keeps_pruned_trials_off_the_front(tmp_path):
-    # params <= 7000 skips the widest students before training (analytic constraint)
+    # params <= 7000 rejects the widest students' proposals before they become trials (analytic constraint)
     study = load_study_config(tiny_study(tmp_path, num_samples=6), ["constraints=['params <= 7000']"])
     res = launch(study)
     workdir = study.workdir.resolve()
@@ -46,7 +46,8 @@ def test_asha_multi_objective_study_keeps_pruned_trials_off_the_front(tmp_path):
     assert [o.metric for o in res.objectives] == ["val_psnr", "params", "latency_ms"]
     client, runs = trial_runs(workdir)
     by_run = {r.info.run_id: r for r in runs}
-    ot = {t.number: t for t in optuna_trials(workdir)}
+    every = optuna_trials(workdir)  # the 6 trials' Optuna trials and the rejected proposals (PRUNED, never run)
+    ot = {t.number: t for t in every if not t.user_attrs.get("srstudy_proposal_rejected")}
     assert len(ot) == 6
     complete = [t for t in ot.values() if t.state == TrialState.COMPLETE]
     assert len(complete) == sum(r["status"] == "done" for r in res.rows)
@@ -63,13 +64,13 @@ def test_asha_multi_objective_study_keeps_pruned_trials_off_the_front(tmp_path):
             assert run.data.tags["pruned"] == "true" and run.info.status == "KILLED"
             assert row["iteration"] < 12
         else:
-            assert row["status"] == "skipped", row
+            pytest.fail(f"a trial that did not train: {row}")  # its proposal was rejected and sampled again
     # every non-complete Optuna trial is PRUNED with a reason, none COMPLETE with partial values
-    for t in ot.values():
+    for t in every:
         if t.state != TrialState.COMPLETE:
             assert t.state == TrialState.PRUNED and t.values is None
             assert t.user_attrs["srstudy_status"] in ("stopped_early", "constraint_violated")
-    assert any(t.user_attrs.get("srstudy_status") == "constraint_violated" for t in ot.values())
+    assert any(t.user_attrs.get("srstudy_status") == "constraint_violated" for t in every)
     # the front holds only finished trials and is non-dominated
     assert res.pareto and all(r["status"] == "done" for r in res.pareto)
     # one MLflow run per trial that trained, all children of the study's parent run
@@ -222,7 +223,9 @@ def _finished(trial_dir: Path) -> bool:
 
 
 def test_kill_9_of_launcher_and_ray_then_resume_loses_nothing(tmp_path):
-    cfg_path = tiny_study(tmp_path, num_samples=4, **{"trial.iterations": 60, "asha.enabled": False})
+    # the constraint rejects the proposals of students wider than 4: rejected proposals live through the kill too
+    cfg_path = tiny_study(tmp_path, num_samples=4, constraints=["params <= 3000"],
+                          **{"trial.iterations": 60, "asha.enabled": False})
     study = load_study_config(cfg_path)
     workdir = study.workdir.resolve()
     cmd = [sys.executable, "-m", "srstudy.cli", "launch", "--config", str(cfg_path)]
@@ -295,6 +298,9 @@ def test_kill_9_of_launcher_and_ray_then_resume_loses_nothing(tmp_path):
         assert r.data.tags.get("resumed_from") not in (None, "None") or r.data.tags.get("forgotten") == "true"
     complete = [t for t in optuna_trials(workdir) if t.state == TrialState.COMPLETE]
     assert len(complete) == 4
+    # rejected proposals stay PRUNED (never FAIL orphans, never re-attached to a trial)
+    rejected = [t for t in optuna_trials(workdir) if t.user_attrs.get("srstudy_proposal_rejected")]
+    assert rejected and all(t.state == TrialState.PRUNED and t.params["student.embed_dim"] > 4 for t in rejected)
 
 
 def launch_then_ctrl_c_mid_way(cfg_path: Path, workdir: Path) -> tuple[list[str], str]:

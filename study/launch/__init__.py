@@ -7,10 +7,16 @@ crash-safe resume.
                  ─► Tuner(with_resources(trial, {cpu, gpu}))  ─► one MLflow run per trial,
                                                                   under a parent run for the study
 
-Pruned trials: a trial that ASHA stops early — or that breaks an analytic constraint and is
-skipped before training — is told to Optuna as PRUNED, never as COMPLETE with truncated
-objective values, so it cannot pollute the Pareto front; its MLflow run is ended KILLED and
-tagged `pruned=true`.
+Pruned trials: a trial that ASHA stops early is told to Optuna as PRUNED, never as COMPLETE
+with truncated objective values, so it cannot pollute the Pareto front; its MLflow run is ended
+KILLED and tagged `pruned=true`.
+
+Analytic constraints (params, FLOPs): the searcher checks each proposal before it becomes a Tune
+trial; one that breaks a constraint is told to Optuna as PRUNED (user attr
+`srstudy_status=constraint_violated`) and the sampler is asked again, so `num_samples` counts
+trials that can train. After `search.MAX_REJECTED_PROPOSALS` rejections in a row the next
+proposal runs anyway and is skipped before training (told PRUNED too), with a warning. The
+study's run logs `proposals_rejected`; constraints on measured metrics are checked after training.
 
 Resume: `<workdir>/study.json` records the study. After a crash (even kill -9 of the launcher
 and Ray), `srstudy launch --resume` restores the Tuner from `<workdir>/ray_results/<name>`
@@ -48,7 +54,7 @@ from ..workdir import StudyDir
 from .energy import open_study_energy
 from .progress import (OUTCOMES, StudyProgress, close_forgotten_runs, restoring_as, run_was_pruned, trial_error,
                        trial_outcome)
-from .search import name_objectives, reconcile_optuna, study_searcher
+from .search import name_objectives, reconcile_optuna, rejected_proposals, screen_restored, study_searcher
 from .trainable import tune_trial
 
 log = logging.getLogger("srstudy.launch")
@@ -61,7 +67,8 @@ class StudyExistsError(RuntimeError):
 @dataclass
 class StudyResult:
     """A study's outcome: one row per trial (status, searched settings, objectives, error), the
-    objectives it was searched on, the Pareto-best finished rows and the study's MLflow run."""
+    objectives it was searched on, the Pareto-best finished rows, the study's MLflow run and how
+    many proposals the searcher rejected for breaking an analytic constraint."""
 
     rows: list[dict[str, Any]]
     objectives: list[Objective]
@@ -69,6 +76,7 @@ class StudyResult:
     parent_run_id: str | None = None
     tracking_uri: str = ""
     wall_s: float = 0.0
+    rejected_proposals: int = 0  # proposals that broke an analytic constraint: never trials (all launches)
 
 
 def _prepare_teacher(study: StudyConfig, study_dir: StudyDir) -> None:
@@ -193,6 +201,7 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
             console.print(f"resuming study {study.name!r} from {exp_path}")
             with restoring_as(progress):  # Tune's pickled callback becomes this launch's
                 tuner = ray_api.restore_tuner(str(exp_path), trainable)
+            screen_restored(ray_api.restored_searcher(tuner), study)
             started_with = ray_api.restored_searcher(tuner).max_concurrent
             if started_with != study.max_concurrent:
                 console.print(f"max_concurrent: {study.max_concurrent} trials at once (the study ran {started_with})")
@@ -232,7 +241,8 @@ def _run_locked(study: StudyConfig, workdir: StudyDir, *, resume: bool, address:
                       "Tune's saved state; ended as KILLED with forgotten=true: " + ", ".join(forgotten))
     name_objectives(storage_url, study.name, obj_names)
     result = StudyResult(rows, objectives, parent_run_id=state["parent_run_id"], tracking_uri=tracking_uri,
-                         wall_s=time.perf_counter() - t0)
+                         wall_s=time.perf_counter() - t0,
+                         rejected_proposals=rejected_proposals(storage_url, study.name))
     result.pareto = pareto_rows(rows, objectives)
     _summarise(parent, result, workdir, orphans, study, console)
     return result
@@ -273,7 +283,8 @@ def _summarise(parent: TrialRun, result: StudyResult, workdir: StudyDir, orphans
 
     counts = {s: sum(r["status"] == s for r in result.rows) for s in OUTCOMES}
     parent.log_metrics({f"trials_{k}": v for k, v in counts.items()} | {
-        "pareto_size": len(result.pareto), "study_wall_s": result.wall_s, "optuna_orphans_failed": orphans})
+        "pareto_size": len(result.pareto), "study_wall_s": result.wall_s, "optuna_orphans_failed": orphans,
+        "proposals_rejected": result.rejected_proposals})
     out = workdir.trials_summary
     out.write_text(json.dumps({"rows": result.rows, "pareto": result.pareto}, indent=1, default=str))
     parent.log_artifact(out, "study")

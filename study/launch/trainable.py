@@ -9,18 +9,30 @@ import json
 from typing import Any
 
 from .. import ray_api
-from ..config import StudyConfig
-from ..objectives import ANALYTIC_METRICS
+from ..config import StudyConfig, TrialConfig
+from ..objectives import ANALYTIC_METRICS, Constraint
 from ..tracking import TUNE_TRIAL_TAG, trial_run_name
 from ..workdir import StudyDir
+
+
+def analytic_check(study: StudyConfig, cfg: TrialConfig) -> tuple[dict[str, int], list[Constraint]]:
+    """The student's analytic metrics (params, FLOPs: from its config alone, no network built)
+    and the study's analytic constraints they break. One rule for the searcher, which rejects a
+    proposal that breaks one before any Tune trial exists, and for the trial, which is skipped
+    before training when the searcher let such a proposal through."""
+    analytic = {"params": cfg.student.param_count(cfg.scale),
+                "flops": cfg.student.to_model_config(cfg.scale).flops(cfg.latency.height, cfg.latency.width)}
+    broken = [c for c in study.constraints if c.metric in ANALYTIC_METRICS and not c.holds(analytic[c.metric])]
+    return analytic, broken
 
 
 def tune_trial(params: dict[str, Any], *, study_json: str, workdir: str, tracking_uri: str,
                parent_run_id: str | None, objectives: list[str]) -> None:
     """One Tune trial = one `run_trial` = one MLflow run (resumed after a crash).
 
-    A trial that breaks an analytic constraint (params, FLOPs) reports `constraint_violated`
-    before any training; intermediate reports carry the validation scores, the final one
+    A trial that breaks an analytic constraint (params, FLOPs; the searcher let it through only
+    when it found no feasible proposal within its cap) reports `constraint_violated` before any
+    training; intermediate reports carry the validation scores, the final one
     (`final=True`) every metric the trial measured."""
     import torch
 
@@ -35,13 +47,12 @@ def tune_trial(params: dict[str, Any], *, study_json: str, workdir: str, trackin
     # where it ran: the node, and the GPU(s) Ray gave it there (CUDA_VISIBLE_DEVICES)
     base = {"iteration": 0, "trial_dir": str(tdir), "node_id": ray_api.node_id(), "gpu_ids": ",".join(ray_api.gpu_ids())}
 
-    # analytic constraints: checked before any training
-    analytic = {"params": cfg.student.param_count(cfg.scale),
-                "flops": cfg.student.to_model_config(cfg.scale).flops(cfg.latency.height, cfg.latency.width)}
-    broken = [str(c) for c in study.constraints if c.metric in ANALYTIC_METRICS and not c.holds(analytic[c.metric])]
+    # analytic constraints: checked before any training (the searcher rejects such proposals;
+    # one gets here only when it found no feasible point within its cap)
+    analytic, broken = analytic_check(study, cfg)
     if broken:
         ray_api.report({**base, **analytic, "final": True, "constraint_violated": True,
-                        "constraint": "; ".join(broken), "val_psnr": float("nan")})
+                        "constraint": "; ".join(map(str, broken)), "val_psnr": float("nan")})
         return
 
     def run_id() -> str | None:
