@@ -223,6 +223,12 @@ class TrialConfig(_Model):
                              f"({self.iterations}) for the cosine schedule; lower it, or 0 for no warm-up")
         return self
 
+    def analytic_metrics(self) -> dict[str, int]:
+        """The student's metrics known from its config alone (no network built): `params`, and
+        `flops` of one LR image of the latency size — what analytic constraints are checked on."""
+        model = self.student.to_model_config(self.scale)
+        return {"params": model.param_count(), "flops": model.flops(self.latency.height, self.latency.width)}
+
     def identity(self, *, exclude: tuple[str, ...] = ("device", "prefetch_batches", "batch_crops",
                                                        "energy_window")) -> str:
         """A stable hash of everything that changes the result (for resume folders); how
@@ -303,6 +309,20 @@ class ParamSpec(_Model):
             raise ValueError(f"int parameter bounds must be integers, got {self.low}..{self.high}")
         return self
 
+    def refuses(self, value: Any) -> str | None:
+        """None when the search could sample `value`, else why not (for `points_to_evaluate`)."""
+        if self.type == "categorical":
+            return None if value in self.choices else f"is not one of the choices {self.choices}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"is not a number (a {self.type} parameter)"
+        if self.type == "int" and value != int(value):
+            return "is not an integer"
+        if not self.low <= value <= self.high:
+            return f"is outside {self.low}..{self.high}"
+        if self.step is not None and (Decimal(str(value)) - Decimal(str(self.low))) % Decimal(str(self.step)) != 0:
+            return f"is not on the step {self.step} from {self.low}"
+        return None
+
     def extremes(self) -> list[tuple[str, Any]]:
         """The values a trial can be given at the edges of the space: (`low`, v), (`high`, v)
         (the highest value the step reaches), or (`choice`, c) for every categorical choice."""
@@ -350,6 +370,9 @@ class StudyConfig(_Model):
     resources: Resources = Field(default_factory=Resources)
     asha: AshaSettings = Field(default_factory=AshaSettings)
     seed: int = 0
+    points_to_evaluate: list[dict[str, Any]] = Field(
+        default_factory=list, description="settings the search tries first, in order (Ray Tune's points_to_evaluate, "
+        "Optuna's enqueue_trial): each maps searched keys to values in their ranges; keys left out are sampled")
 
     @field_validator("search_space", mode="before")
     @classmethod
@@ -389,6 +412,8 @@ class StudyConfig(_Model):
                                                         **dict.fromkeys(RESUME_MAY_CHANGE, True),
                                                         "trial": {"energy_window"}})
         payload["trial"] = without_later_defaults(payload["trial"])
+        if not payload.get("points_to_evaluate"):  # added later: studies without points keep their identity
+            payload.pop("points_to_evaluate", None)
         return payload
 
     def identity(self) -> str:
@@ -410,6 +435,26 @@ class StudyConfig(_Model):
         if not isinstance(stored, dict) or _payload_hash(stored) != state.get("identity"):
             return False  # not the config the folder's identity hashed
         return _payload_hash(without_resume_settings(stored)) == self.identity()
+
+    @model_validator(mode="after")
+    def _points_inside_the_space(self):
+        """Every point to evaluate names searched keys with values the search could sample, and a
+        point that sets every key keeps the analytic constraints (else it would never train)."""
+        for i, point in enumerate(self.points_to_evaluate):
+            where = f"points_to_evaluate[{i}]"
+            unknown = sorted(set(point) - set(self.search_space))
+            if unknown:
+                raise ValueError(f"{where}: {unknown} not in search_space (searched: {sorted(self.search_space)})")
+            for key, value in point.items():
+                problem = self.search_space[key].refuses(value)
+                if problem:
+                    raise ValueError(f"{where}: {key}={value!r} {problem}")
+            if set(point) == set(self.search_space):
+                analytic = self.trial_config(point).analytic_metrics()
+                broken = [str(c) for c in self.constraints if c.metric in analytic and not c.holds(analytic[c.metric])]
+                if broken:
+                    raise ValueError(f"{where} breaks {', '.join(broken)} ({', '.join(f'{k} = {v}' for k, v in analytic.items())})")
+        return self
 
     def trial_config(self, params: dict[str, Any]) -> TrialConfig:
         """The base trial with sampled `params` (`{"student.rank": 3, …}`) applied."""

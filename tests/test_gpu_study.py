@@ -376,6 +376,9 @@ def test_inherit_study_config_validates_and_every_searched_shape_can_inherit(sha
                     assert inheritance_problem(cfg.student.to_model_config(cfg.scale), dvmsr) is None
                     fits += cfg.student.param_count() <= 150_000
     assert fits == 25  # as its header says: 25 of the 32 shapes are within the constraint
+    # it starts from the 31.12 dB student of session 7 (1 x 2 blocks, Δ rank 1, full projections)
+    first = study.trial_config(study.points_to_evaluate[0])
+    assert first.student.param_count() == 149_928 and first.student_init == "teacher" and not first.student.lowrank_proj
 
 
 @pytest.mark.data

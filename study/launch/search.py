@@ -241,7 +241,22 @@ def study_searcher(study: StudyConfig, objectives: list[Objective], storage_url:
         sampler=optuna.samplers.TPESampler(seed=study.seed, multivariate=True),
     )
     searcher.screen_proposals(study)
+    enqueue_points(ray_api.optuna_study_of(searcher), study.points_to_evaluate)
     return ResumableConcurrencyLimiter(searcher, max_concurrent=study.max_concurrent)
+
+
+def enqueue_points(optuna_study, points: list[dict[str, Any]]) -> int:
+    """Queue the study's `points_to_evaluate` in its Optuna study, so the first proposals are
+    these settings (in order; keys a point leaves out are sampled). A point a trial of the study
+    already holds, in any state, is not queued again (a launch that crashed before Tune saved
+    its state starts a new searcher on the same Optuna study). Returns how many were queued."""
+    before = len(optuna_study.get_trials(deepcopy=False))
+    for i, point in enumerate(points):
+        optuna_study.enqueue_trial(point, user_attrs={"srstudy_point_to_evaluate": i}, skip_if_exists=True)
+    queued = len(optuna_study.get_trials(deepcopy=False)) - before
+    if points:
+        log.info("points_to_evaluate: %d of %d queued (the others were tried before)", queued, len(points))
+    return queued
 
 
 def screen_restored(limiter: ResumableConcurrencyLimiter, study: StudyConfig) -> None:

@@ -20,8 +20,7 @@ def analytic_check(study: StudyConfig, cfg: TrialConfig) -> tuple[dict[str, int]
     and the study's analytic constraints they break. One rule for the searcher, which rejects a
     proposal that breaks one before any Tune trial exists, and for the trial, which is skipped
     before training when the searcher let such a proposal through."""
-    analytic = {"params": cfg.student.param_count(cfg.scale),
-                "flops": cfg.student.to_model_config(cfg.scale).flops(cfg.latency.height, cfg.latency.width)}
+    analytic = cfg.analytic_metrics()
     broken = [c for c in study.constraints if c.metric in ANALYTIC_METRICS and not c.holds(analytic[c.metric])]
     return analytic, broken
 
