@@ -397,7 +397,10 @@ def main(argv: list[str] | None = None) -> int:
         "study_devices": sorted({r["device_name"] for r in rows if r["device_name"]}),
         "versions": versions(), "study": source.study, "workdir": str(source.workdir),
         "objectives": state.get("objectives"), "config": config, "iteration_budget": budget,
-        "counts": counts(rows), "trials": rows, "front": front_records, "knee": knee,
+        # proposals the searcher rejected before they became trials (analytic constraints; the
+        # study run's metric, absent for a study from before srstudy screened proposals)
+        "counts": {**counts(rows), "rejected_proposals": parent.metrics.get("proposals_rejected")},
+        "trials": rows, "front": front_records, "knee": knee,
         "study_energy": {k: parent.metrics.get(k) for k in STUDY_ENERGY},
     }
     failed = False

@@ -302,6 +302,7 @@ def test_report_of_a_tiny_gpu_study_on_cpu(tmp_path, shared_data):
     ot = optuna.load_study(study_name=study.name, storage=f"sqlite:///{workdir / 'optuna.db'}").trials
     rejected = [t for t in ot if t.user_attrs.get("srstudy_proposal_rejected")]
     assert rejected and len(rejected) == launched.rejected_proposals and len(ot) == 6 + len(rejected)
+    assert c["rejected_proposals"] == len(rejected)  # the report reads the study run's count
     assert {t.user_attrs["srstudy_constraint"] for t in rejected} == {"params<=15540 (params = 15568)"}
     for r in rows:
         assert set(r["config"]) == set(study.search_space)
