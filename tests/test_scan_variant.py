@@ -1,10 +1,4 @@
-"""The scan-backward variants in benchmarks/gpu/variants/ against the reference recurrence.
-
-scan_triton_seq.py: a backward that walks the tokens one at a time, (channels, states) tiles
-across the lanes (its module docstring); checked at every case below, in bf16 too, with the
-backward's own sub-chunk boundaries (4 tokens) and segments (the forward's chunk) crossed.
-
-scan_triton_v3.py:
+"""The scan-backward variant benchmarks/gpu/variants/scan_triton_v3.py against the reference recurrence.
 
 The variant is the shipped models/scan_triton.py with CONFIG["bwd_spread"] on: its backward holds
 per-token rows in the state tiles' layout (see NOTES_issue15.md); the GPU benchmark times it
@@ -26,9 +20,7 @@ import torch
 from scan_cases import make_inputs, rel_err, run_interpreted, value_and_grads
 from srstudy.models import scan as S
 
-VARIANTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu" / "variants"
-VARIANT = VARIANTS_DIR / "scan_triton_v3.py"
-SEQ_VARIANT = VARIANTS_DIR / "scan_triton_seq.py"
+VARIANT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu" / "variants" / "scan_triton_v3.py"
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 HAS_TRITON = S._triton_module()[0] is not None
 interpreted = pytest.mark.skipif(not INTERPRETING, reason="runs in the TRITON_INTERPRET=1 subprocess")
@@ -43,69 +35,38 @@ CASES = [  # Bt, Dm, L, N, T (tokens per chunk)
 FLAGS = [  # with_D, with_z, with_bias, softplus
     (True, True, True, True), (False, False, False, False), (True, False, True, False), (False, True, False, True),
 ]
-SEQ_EXTRA = [  # Bt, Dm, L, N, chunk_size: 2 channel groups (the second part-masked); segments of 4 tokens
-    (1, 9, 70, 16, 8), (2, 3, 19, 4, 2), (1, 5, 23, 5, 4), (2, 4, 130, 16, None),  # (hc read every 2nd chunk)
-    (2, 1, 13, 1, 8),  # one channel (a group of 2, one masked), one state
-]
-N_INTERPRETED = 2 * len(CASES) * len(FLAGS) + 1 + len(SEQ_EXTRA) + 2
+N_INTERPRETED = len(CASES) * len(FLAGS) + 1
 
 
-def _variant(path=VARIANT):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
+def _variant():
+    spec = importlib.util.spec_from_file_location("scan_triton_v3", VARIANT)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-def _errors(fn, shape, flags, seed=0, dtype=torch.float32):
-    """Max relative error of `fn` (value and every gradient; u, Δ, B, C, z in `dtype`, the parameters
-    in fp32) vs the float64 reference recurrence on the same (rounded) inputs."""
+def _errors(fn, shape, flags, seed=0):
+    """Max relative error of `fn` (fp32; value and every gradient) vs the float64 reference recurrence."""
     Bt, Dm, L, N, T = shape
     with_D, with_z, with_bias, softplus = flags
     x = make_inputs(Bt, Dm, L, N, seed=seed, with_D=with_D, with_z=with_z, with_bias=with_bias)
     if not softplus:  # Δ > 0 (decays < 1), as in Mamba; else fp32 overflows over hundreds of steps
         x["delta"] = x["delta"].abs()
         x["delta_bias"] = None if x["delta_bias"] is None else x["delta_bias"].abs()
-    x = {k: (None if v is None else v.to(dtype if k in "u delta B C z" else torch.float32).double())
-         for k, v in x.items()}
+    x = {k: (None if v is None else v.float().double()) for k, v in x.items()}
     y_ref, g_ref = value_and_grads(S.selective_scan_reference, x, softplus)
-    xt = {k: (None if v is None else v.to(dtype if k in "u delta B C z" else torch.float32)) for k, v in x.items()}
-    y, g = value_and_grads(fn, xt, softplus, chunk_size=T)
-    assert y.dtype == dtype and set(g) == set(g_ref)
+    y, g = value_and_grads(fn, {k: (None if v is None else v.float()) for k, v in x.items()}, softplus,
+                           chunk_size=T)
+    assert y.dtype == torch.float32 and set(g) == set(g_ref)
     return {"y": rel_err(y, y_ref), **{k: rel_err(g[k], g_ref[k]) for k in g}}
 
 
 @interpreted
-@pytest.mark.parametrize("path", [VARIANT, SEQ_VARIANT], ids=lambda p: p.stem)
 @pytest.mark.parametrize("shape", CASES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "".join("DzbS"[i] if v else "-" for i, v in enumerate(f)))
-def test_interpreted_variant_forward_and_gradients_match_reference(path, shape, flags):
-    errs = _errors(_variant(path).selective_scan_triton, shape, flags)
+def test_interpreted_variant_forward_and_gradients_match_reference(shape, flags):
+    errs = _errors(_variant().selective_scan_triton, shape, flags)
     assert max(errs.values()) <= 2e-5, errs
-
-
-@interpreted
-@pytest.mark.parametrize("shape", SEQ_EXTRA, ids=lambda s: "x".join(map(str, s)))
-def test_interpreted_seq_variant_channel_groups_and_segments(shape):
-    """Two channel groups of 8 (Dm = 9), segments of 4 tokens read from every 2nd forward chunk
-    (chunk_size 2), of one chunk (4), of 32 (the default), N = 5 (padded to 8), Dm = 1 with N = 1."""
-    for flags in FLAGS[:2]:
-        errs = _errors(_variant(SEQ_VARIANT).selective_scan_triton, shape, flags, seed=3)
-        assert max(errs.values()) <= 2e-5, (flags, errs)
-
-
-@interpreted
-def test_interpreted_seq_variant_bf16_inputs():
-    """bf16 u, Δ, B, C, z: bf16 output and gradients, fp32 inside (bf16 eps 7.8e-3)."""
-    errs = _errors(_variant(SEQ_VARIANT).selective_scan_triton, (2, 3, 70, 4, 32), FLAGS[0], dtype=torch.bfloat16)
-    assert max(errs.values()) <= 1.5e-2, errs
-
-
-@interpreted
-def test_interpreted_seq_variant_is_not_swept_as_shipped_tiles():
-    """bench_scan_tiles.py sweeps the shipped tiles through a module's CONFIG; this one has none to sweep."""
-    mod = _variant(SEQ_VARIANT)
-    assert not hasattr(mod, "CONFIG") and mod.SEQ_CONFIG["bwd_channels"] == 8
 
 
 @interpreted

@@ -2,7 +2,7 @@
 
     python benchmarks/gpu/sass_counts.py [--module path/to/scan_module.py] [--tile 32,1,1] [--dump DIR]
     python benchmarks/gpu/sass_counts.py --which bwd --set SPREAD=1   # the spread backward (v3)
-    python benchmarks/gpu/sass_counts.py --module benchmarks/gpu/variants/scan_triton_seq.py --which bwd --tile 32,8,1
+    python benchmarks/gpu/sass_counts.py --module <a variant with SEQ_CONFIG, e.g. scan_triton_seq.py at f4b47df> --which bwd --tile 32,8,1
 
 Compiles a scan module's `_fwd_kernel` and `_bwd_kernel` (default: models/scan_triton.py) with
 `triton.compile` for `GPUTarget("cuda", 90, 32)` at the training shape (B 128, L 4096, D 64, N 16,
