@@ -68,3 +68,20 @@ def test_a_trial_with_device_batches_trains_the_same_student_as_with_host_batche
         assert run.data.tags["batch_crops"] == where
     for key, value in states["host"].items():
         assert torch.equal(states["device"][key], value), key
+
+
+@pytest.mark.cuda
+def test_on_cuda_the_pinned_prefetched_device_batches_are_the_host_batches():
+    """The CUDA path as a trial runs it: crops drawn and pinned by the prefetch thread, copied
+    without blocking, cut on the GPU — equal to the host's batches, and `auto` picks it."""
+    from srstudy.trials.loop import LoopSpec, _batch_source
+    import contextlib
+
+    ds, cuda = _dataset(), torch.device("cuda")
+    assert choose_batch_crops("auto", ds, cuda)[0] == "device"
+    spec = LoopSpec(iterations=8, batch_size=5, base_lr=1e-3, milestones=[], seed=3, batch_crops="device", prefetch=2)
+    with contextlib.ExitStack() as stack:
+        batch_of = _batch_source(ds, spec, cuda, start=0, stack=stack)
+        for it in range(8):
+            got, want = batch_of(it), make_batch(ds, 5, it, seed=3)
+            assert got.lr.is_cuda and torch.equal(got.lr.cpu(), want.lr) and torch.equal(got.hr.cpu(), want.hr)
