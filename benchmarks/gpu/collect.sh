@@ -10,7 +10,7 @@ grab() {
   tar czf "$OUT/r.tgz.tmp" -C "$O" r 2> /dev/null && mv "$OUT/r.tgz.tmp" "$OUT/r.tgz"
   local n=${REPORT_NAME:-gpu_study}
   for f in "$O/gpu_study_state.tgz" "$O/r/${n}_best_student.pth" "$O/r/${n}_best_student.json" \
-           "$O/r/${n}_front.png" "$O/profile_trial_loop_trace_h200.json.gz"; do
+           "$O/r/${n}_front.png" "$O"/profile_trial_loop_trace*_h200.json.gz; do
     [[ -f "$f" ]] && cp "$f" "$OUT/"
   done
 }

@@ -79,11 +79,13 @@ stage_recipe() {  # RECIPE_PRECISION (default tf32); another precision writes re
   tail -3 "$R/recipe_$prec.log"
 }
 stage_loopprof() {  # issue 15: where the real trial's loop time goes (GPU idle, host phases, setup, validation)
-  el "trial loop profile: recipe student, alpha 0, tf32, ${LOOPPROF_ITERATIONS:-300} iterations"
-  python3 benchmarks/profile_trial_loop.py --data-root "$DATA" --set alpha=0 --set precision=tf32 --sets Set5,Set14 \
-    --iterations "${LOOPPROF_ITERATIONS:-300}" --out "$R/profile_trial_loop_h200.json" \
-    --trace "$O/profile_trial_loop_trace_h200.json.gz" > "$R/loopprof.log" 2>&1  # the trace outside r/: r.tgz stays small
-  tail -12 "$R/loopprof.log"
+  local prec=${LOOPPROF_PRECISION:-tf32} name=profile_trial_loop_h200  # another precision: ..._<precision>_h200
+  [[ $prec != tf32 ]] && name=profile_trial_loop_${prec}_h200
+  el "trial loop profile: recipe student, alpha 0, $prec, ${LOOPPROF_ITERATIONS:-300} iterations"
+  python3 benchmarks/profile_trial_loop.py --data-root "$DATA" --set alpha=0 --set "precision=$prec" --sets Set5,Set14 \
+    --iterations "${LOOPPROF_ITERATIONS:-300}" --out "$R/$name.json" \
+    --trace "$O/${name/profile_trial_loop/profile_trial_loop_trace}.json.gz" > "$R/loopprof_$prec.log" 2>&1  # trace outside r/
+  tail -12 "$R/loopprof_$prec.log"
 }
 stage_study() {
   if [[ -f "$STATE" && ! -d "$W" ]]; then
