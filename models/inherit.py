@@ -21,8 +21,9 @@ teacher's layers), and its training starts from a network that already super-res
 
 `inherit_from_teacher` refuses a teacher of another width, state size, expansion, conv
 width or scale, or one with fewer groups or blocks than the student, naming the field.
-Measured on Set5 ×4 before any training (official DVMSR, 32.21 dB): its group 0 as a 60-dim
-1 × 2 student of Δ rank 1 (149,928 parameters): 29.52 dB; its last group instead: 24.59.
+Measured on Set5 ×4 before any training (official DVMSR, 32.21 dB; `benchmarks/inherit_init.py`,
+`benchmarks/results/inherit_init_cpu.json`): its group 0 as a 60-dim 1 × 2 student of Δ rank 1
+(149,928 parameters) 29.52 dB; the same shape at DVMSR's random init 11.37.
 """
 from __future__ import annotations
 

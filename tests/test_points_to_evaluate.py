@@ -41,6 +41,7 @@ def test_a_point_tried_before_is_not_queued_again(tmp_path):
 @pytest.mark.parametrize("point, says", [
     ({"student.depth": 2}, "points_to_evaluate[0]: ['student.depth'] not in search_space"),
     ({"student.rank": 9}, "student.rank=9 is outside 1.0..3.0"),
+    ({"student.rank": 2.5}, "student.rank=2.5 is not an integer"),
     ({"student.embed_dim": 10}, "is not one of the choices [4, 8, 12]"),
     ({"student.rank": 3, "alpha": 0.1, "student.embed_dim": 12}, "points_to_evaluate[0] breaks params<=2000"),
 ])
