@@ -194,14 +194,19 @@ def test_study_state_carries_everything_but_finished_trials_checkpoints(tmp_path
     (ws / "study.json").write_text("{}")
     (ws / "mlflow.db").write_bytes(b"sqlite")
     (ws / "launch.lock").write_text("pid 1")
+    (ws / "teachers" / "t1").mkdir(parents=True)
+    for name in ("bank-abc.npy", "bank-abc.json", "teacher.pth"):
+        (ws / "teachers" / "t1" / name).write_bytes(b"x")
     summary = mod.pack(ws, tmp_path / "out" / "state.tgz")
     assert summary["dropped_checkpoints"] == ["study/trials/done/checkpoint.pth"]
+    assert sorted(summary["dropped_teacher_banks"]) == ["study/teachers/t1/bank-abc.json", "study/teachers/t1/bank-abc.npy"]
     shutil.rmtree(ws)
     assert mod.unpack(tmp_path / "out" / "state.tgz") == ws
     assert (ws / "mlflow.db").read_bytes() == b"sqlite" and not (ws / "launch.lock").exists()
     assert not (ws / "trials" / "done" / "checkpoint.pth").exists()
     assert (ws / "trials" / "done" / "result.json").exists()
     assert (ws / "trials" / "partial" / "checkpoint.pth").exists() and (ws / "trials" / "running" / "checkpoint.pth").exists()
+    assert (ws / "teachers" / "t1" / "teacher.pth").exists() and not (ws / "teachers" / "t1" / "bank-abc.npy").exists()
 
 
 # ---- the study's report (benchmarks/gpu_study_report.py) ------------------------------------------

@@ -7,6 +7,9 @@ artifacts, Optuna storage, Tune's experiment, the trial folders, the launcher's 
 without the training checkpoints of trials that finished (they are never read again); a trial
 that was running keeps its checkpoint, so it resumes where it stopped, and a finished trial
 whose `result.json` still lists missing steps keeps its final checkpoint to complete them.
+Teacher banks (`bank-<key>.npy` and its `.json`, 6 GB for the inherit study's 16,384 patches) stay
+behind too: a bank is a cache the trials rebuild from the teacher and the data (same patches)
+when it is missing (`srstudy.trials.teacher_bank`); a trained teacher's checkpoint travels.
 
     python benchmarks/gpu/study_state.py pack /tmp/gpu_study /tmp/out/gpu_study_state.tgz
     python benchmarks/gpu/study_state.py unpack .devstate/gpu_study_state.tgz   # back to /tmp/gpu_study
@@ -43,6 +46,12 @@ def finished_checkpoints(workdir: Path) -> list[Path]:
     return out
 
 
+def is_teacher_bank(name: str) -> bool:
+    """A teacher bank's array or its metadata (a rebuildable cache, not state)."""
+    base = name.rsplit("/", 1)[-1]
+    return base.startswith("bank-") and base.endswith((".npy", ".json"))
+
+
 def pack(workdir: Path, archive: Path) -> dict:
     """Write `archive` (.tgz) of `workdir` without finished trials' checkpoints; a summary."""
     workdir = workdir.resolve()
@@ -50,7 +59,7 @@ def pack(workdir: Path, archive: Path) -> dict:
         raise SystemExit(f"{workdir}: no study.json, not a study folder")
     drop = {p.resolve() for p in finished_checkpoints(workdir)}
     (workdir / ORIGIN).write_text(str(workdir))
-    skipped = []
+    skipped, skipped_banks = [], []
 
     def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
         path = workdir.parent / info.name
@@ -59,12 +68,16 @@ def pack(workdir: Path, archive: Path) -> dict:
             return None
         if info.name.endswith((".lock", "launch.lock")):  # a lock's holder is gone with the machine
             return None
+        if info.isfile() and is_teacher_bank(info.name):
+            skipped_banks.append(info.name)
+            return None
         return info
 
     archive.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(workdir, arcname=workdir.name, filter=keep)
-    return {"archive": str(archive), "bytes": archive.stat().st_size, "dropped_checkpoints": skipped}
+    return {"archive": str(archive), "bytes": archive.stat().st_size, "dropped_checkpoints": skipped,
+            "dropped_teacher_banks": skipped_banks}
 
 
 def unpack(archive: Path, to: Path | None = None) -> Path:
