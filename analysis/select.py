@@ -52,14 +52,15 @@ class BestRun:
 
 def analyse_study(source: StudySource, objectives: str | Sequence[str] | None = None,
                   constraints: Sequence[str] | None = None, reference: str | Sequence[float] | None = None,
-                  say: Say = log.info) -> tuple[pd.DataFrame, FrontResult]:
+                  say: Say = log.info, runs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, FrontResult]:
     """(runs, ranked result) of the study's trial runs over `objectives`. Objectives given
     explicitly must be measured; by default the study's own (else DEFAULT_OBJECTIVES), those
     no run measured dropped with a notice (GPU energy on a CPU-only study). `reference`: the
     hypervolume reference point, numbers or comma-separated text. Raises SourceError when
     the study has no trial runs, ObjectiveError / ValueError for bad objectives, constraints
-    or reference."""
-    runs = load_runs(source)
+    or reference. `runs`: the frame to rank instead of `load_runs(source)` (e.g. with a metric
+    measured again after the study, `benchmarks/study_latency.py`)."""
+    runs = load_runs(source) if runs is None else runs
     if not len(runs):
         raise SourceError(f"experiment {source.experiment!r} at {source.tracking_uri} has no trial runs (tag role=trial)"
                           + (f" of study {source.study!r}" if source.study else "") + "; has the study run yet?")

@@ -24,6 +24,7 @@ and writes:
         [--best-checkpoint benchmarks/results/gpu_study_best_student.pth] \
         [--front-png benchmarks/results/gpu_study_front.png] [--device auto|cpu|cuda] [--no-export] \
         [--export-dir DIR]   # keep model.onnx and export.json (default: a temporary folder)
+        [--remeasure-latency]  # each full-budget student timed again alone; the front ranks those
 
 The study's store is only read: nothing is logged to its runs.
 """
@@ -45,6 +46,7 @@ import torch
 import yaml
 
 from paper_recipe_trial import BICUBIC, PAPER_STUDENT_SET5
+from study_latency import latency_settings, remeasure, with_remeasured
 from srstudy.analysis.front import fmt
 from srstudy.analysis.load import SourceError, load_runs, resolve_source
 from srstudy.analysis.select import analyse_study
@@ -226,11 +228,13 @@ def best_student(rows: list[dict]) -> dict | None:
 
 
 # ---- the front -----------------------------------------------------------------------------------
-def front(source, rows: list[dict], png: Path | None, notices: list[str]) -> tuple[list[dict], dict | None, Any]:
+def front(source, rows: list[dict], png: Path | None, notices: list[str],
+          runs: pd.DataFrame | None = None) -> tuple[list[dict], dict | None, Any]:
     """(front records, knee record, FrontResult): `srstudy pareto`'s ranking of the study's runs
-    over its objectives (only finished, unpruned runs: the full-budget trials); the plot at `png`."""
+    (or of `runs`: latency re-measured) over its objectives (only finished, unpruned runs: the
+    full-budget trials); the plot at `png`."""
     try:
-        _, result = analyse_study(source, say=notices.append)
+        _, result = analyse_study(source, say=notices.append, runs=runs)
     except (SourceError, ObjectiveError) as e:
         notices.append(f"no front: {e}")
         return [], None, None
@@ -375,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda: BSD100 scoring and PyTorch latency")
     ap.add_argument("--no-export", action="store_true", help="skip the ONNX export and the latency comparison")
     ap.add_argument("--export-dir", type=Path, help="keep model.onnx and export.json here (default: a temporary folder)")
+    ap.add_argument("--remeasure-latency", action="store_true",
+                    help="time each full-budget student again, alone on --device, and rank the front on those")
     args = ap.parse_args(argv)
     try:
         source = resolve_source(args.workdir)
@@ -390,7 +396,16 @@ def main(argv: list[str] | None = None) -> int:
     config, keys = study_config(runs, parent.params)
     budget = config["trial"].get("iterations")
     rows = trial_rows(runs, tune_trials(state.get("experiment_path"), notices), keys, budget)
-    front_records, knee, _ = front(source, rows, args.front_png, notices)
+    if args.remeasure_latency:  # each full-budget student timed again alone; the front ranks those
+        alone = remeasure(source.tracking_uri, [r["run_id"] for r in rows if r["full_budget"]],
+                          latency_settings(config["trial"]), device)
+        for r in rows:
+            r["latency_remeasured"] = alone.get(r["run_id"])
+        runs = with_remeasured(runs, alone)
+        notices.append(f"latency_ms of the front and knee: timed again by this report, each student alone on "
+                       f"{device} ({len(alone)} full-budget trials; rows: latency_remeasured)")
+    front_records, knee, _ = front(source, rows, args.front_png, notices,
+                                   runs=runs if args.remeasure_latency else None)
     best = best_student(rows)
     out: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

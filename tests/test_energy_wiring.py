@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from srstudy.config import StudyConfig, load_trial_config
 from srstudy.launch.energy import ERROR_TAG_PREFIX, UNAVAILABLE_TAG, StudyEnergy, open_study_energy
 from srstudy.measure.energy import NvmlEnergyMeter
+from srstudy.measure.gpu_lock import read_waits
 from srstudy.measure.study_session import StudyEnergySession
 from srstudy.measure.trial_session import TrialEnergySession, WindowSettings
 from srstudy.tracking import TrialRun
@@ -70,6 +71,9 @@ def test_trial_on_a_simulated_gpu_logs_the_window_objective(tmp_path, sim, monke
     assert m["gpu_energy_per_iter_j"] == m["gpu_energy_window_per_iter_j"] > 0
     assert m["gpu_idle_power_w"] == pytest.approx(122.0) and m["energy_window_wait_s"] >= 0
     assert m["gpu_inference_energy_per_image_j"] > 0 and "gpu_lock_blocked_s" in m
+    # the latency was timed with the GPU alone: its own exclusive hold in the lock's log, and said so
+    assert tags["latency_gpu"].startswith("alone") and m["latency_ms"] > 0
+    assert [w["label"] for w in read_waits(workdir)].count("latency") == 1
     # the whole-run counter is absent here (the trial's torch device is the CPU): said so, not 0
     assert "gpu_energy_whole_run_j" not in m and "gpu_avg_power_w" not in m
     assert "cpu" in tags["energy_whole_run_unavailable_reason"] and "energy_unavailable_reason" not in tags

@@ -355,6 +355,21 @@ def test_report_of_a_tiny_gpu_study_on_cpu(tmp_path, shared_data):
         knee_deploy["max_abs_diff"] <= knee_deploy["tolerance"] and knee_deploy["latency_lr64_batch1"]["onnxruntime_ms"] > 0)
     assert png.stat().st_size > 10_000
 
+    # --remeasure-latency: each full-budget student timed again here, the front ranked on those;
+    # the study's runs keep the figures their trials measured
+    again = tmp_path / "r" / "again.json"
+    proc = subprocess.run([sys.executable, str(REPORT), "--workdir", str(workdir), "--out", str(again), "--device", "cpu",
+                           "--no-export", "--remeasure-latency"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    redo = json.loads(again.read_text())
+    alone = {r["run_id"]: r["latency_remeasured"] for r in redo["trials"] if r["full_budget"]}
+    assert alone and all(m["latency_ms"] > 0 and m["latency_method"] == "eager" for m in alone.values())
+    assert all(r.get("latency_remeasured") is None for r in redo["trials"] if not r["full_budget"])
+    assert {r["run_id"]: r["latency_ms"] for r in redo["front"]} == {
+        rid: alone[rid]["latency_ms"] for rid in (r["run_id"] for r in redo["front"])}
+    assert any("timed again by this report" in n for n in redo["notices"])
+    assert {r["run_id"]: r["latency_ms"] for r in redo["trials"]} == {r["run_id"]: r["latency_ms"] for r in rows}
+
 
 # ---- the second study: students that start from DVMSR's weights ---------------------------------
 GPU_STUDY_INHERIT = GPU_STUDY.with_name("gpu_study_inherit.yaml")

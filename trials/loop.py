@@ -307,7 +307,8 @@ def _batch_source(dataset: PatchDataset, spec: LoopSpec, device: torch.device, *
 
 
 def measure_latency(
-    model: torch.nn.Module, *, device: torch.device, height: int, width: int, repeats: int, warmup: int
+    model: torch.nn.Module, *, device: torch.device, height: int, width: int, repeats: int, warmup: int,
+    alone: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Median and p90 ms of `repeats` batch-1 forwards on a random LR image, after warm-up, and
     how they ran (tags: `latency_method`, and why a CUDA graph could not be used).
@@ -317,7 +318,13 @@ def measure_latency(
     against 0.84 ms replayed for DVMSR at LR 64², `benchmarks/results/dvmsr_inference_graphs_h200.json`),
     which says more about the Python host than about the network; a deployed engine (TensorRT,
     a graph) does not pay it. A capture that fails falls back to eager forwards, and the tags
-    say so. On a CPU: eager forwards."""
+    say so. On a CPU: eager forwards.
+
+    `alone()`: a context giving this process the GPU to itself (a study trial's energy session,
+    `TrialEnergySession.alone`); only the timed forwards run inside it (the graph is captured
+    before), and the tag `latency_gpu` says how long it waited. Without it, other processes'
+    kernels on the GPU stretch the figure: in a study at 0.25 GPU per trial on an H200, students
+    of 100k-150k params timed so at 0.17 to 7.2 ms (session 8, `gpu_study_inherit_h200.json`)."""
     from srstudy.models.cuda_graph import capture_forward
 
     model.eval()
@@ -330,6 +337,8 @@ def measure_latency(
         except Exception as e:  # noqa: BLE001 — eager latency, tagged with the reason (never silent)
             tags["latency_cuda_graph_unavailable_reason"] = f"{type(e).__name__}: {e}"[:250]
             log.warning("latency: CUDA graph capture failed (%s); timing eager forwards", e)
-    with torch.no_grad():
+    with torch.no_grad(), (alone() if alone is not None else contextlib.nullcontext()) as grant:
         times = time_ms(forward, repeats=repeats, warmup=warmup, sync=device_sync(device))
+    if grant is not None:
+        tags["latency_gpu"] = f"alone: the GPU's lock held exclusively (waited {grant.wait_s:.2f} s)"
     return {"latency_ms": float(np.median(times)), "latency_p90_ms": float(np.percentile(times, 90))}, tags

@@ -6,7 +6,7 @@ nothing. The steps run in this order, each on its own:
     final_metrics     the training's metrics (time, energy, memory) and tags → MLflow
     student           student.pth + student_config.json → MLflow artifacts
     benchmarks        PSNR / SSIM on each of data.benchmark_sets
-    latency           latency_ms, latency_p90_ms
+    latency           latency_ms, latency_p90_ms; with the energy session, timed with the GPU alone
     inference_energy  GPU joules per image (absent on CPU: nothing measured); with the trial's
                       energy session, measured with the GPU alone (its exclusive lock)
     energy_trace      the training's power trace, CSV + PNG (absent without a trace)
@@ -208,9 +208,15 @@ def _benchmarks(ctx: AfterTraining) -> dict[str, float]:
 
 
 def _latency(ctx: AfterTraining) -> dict[str, float]:
-    lat = ctx.cfg.latency
+    """Batch-1 latency; with the trial's energy session, timed with the GPU alone (trials that
+    share it wait), else tagged as possibly shared on a GPU."""
+    lat, session = ctx.cfg.latency, ctx.gpu_session
     out, how = measure_latency(ctx.student, device=ctx.device, height=lat.height, width=lat.width,
-                               repeats=lat.repeats, warmup=lat.warmup)
+                               repeats=lat.repeats, warmup=lat.warmup,
+                               alone=None if session is None else (lambda: session.alone("latency")))
+    if session is None and ctx.device.type == "cuda":
+        how["latency_gpu"] = ("not exclusive: no energy session (other processes on this GPU, if any, "
+                              "lengthen it)")
     ctx.run.set_tags({"latency_device": str(ctx.device), "latency_input": f"1x3x{lat.height}x{lat.width}", **how})
     return out
 

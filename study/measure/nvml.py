@@ -33,6 +33,7 @@ __all__ = [
     "nvml_index_for_uuid",
     "nvml_unavailable_reason",
     "open_nvml",
+    "other_processes",
     "pick_power_reader",
 ]
 
@@ -261,7 +262,7 @@ def pick_power_reader(api, handle) -> tuple[Callable[[], float | None], str | No
     return (lambda: None), None
 
 
-def _other_processes(pids: list[int] | None, own_pid: int) -> int | None:
+def other_processes(pids: list[int] | None, own_pid: int) -> int | None:
     """How many compute processes besides ours are in ``pids`` (None if unknown).
 
     Called while we hold a CUDA context on the GPU, so one entry is us. In a container NVML
@@ -363,7 +364,7 @@ class NvmlEnergyMeter(EnergyMeterBase):
                           f"({len(trace)}) to integrate; raise sample_hz or measure longer")
         if res.energy_j is not None and seconds > 0:
             res.avg_power_w = res.energy_j / seconds
-        others = [_other_processes(p, os.getpid()) for p in (self._pids_start, self.api.compute_pids(self.handle))]
+        others = [other_processes(p, os.getpid()) for p in (self._pids_start, self.api.compute_pids(self.handle))]
         known = [o for o in others if o is not None]
         res.shared_processes = max(known) if known else None
         self.result = res

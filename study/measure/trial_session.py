@@ -17,14 +17,15 @@ segments until it has ``min_iterations`` and ``min_seconds``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .attribution import register_trial_pids
-from .gpu_lock import GpuLock
+from .gpu_lock import ExclusiveGrant, GpuLock
 from .idle import read_idle_baseline
 from .meter import EnergyResult
 from .window import ExclusiveWindow, WindowResult, inference_energy_per_image, trial_energy
@@ -138,6 +139,17 @@ class TrialEnergySession:
             self.window_done = True
         elif boundary:
             self._close_segment()
+
+    @contextlib.contextmanager
+    def alone(self, label: str) -> Iterator[ExclusiveGrant]:
+        """The GPU to this trial alone for the block: the study's other trials on it wait at their
+        next iteration (their queued kernels done). For timings that other processes' kernels
+        would stretch, e.g. the batch-1 latency after training (outside any energy window)."""
+        if self._window is not None:
+            raise RuntimeError(f"alone({label!r}) inside the open energy window: the window already has the GPU")
+        with self.hold.released(), self.lock.exclusive(label) as grant:
+            self.synchronize()
+            yield grant
 
     def yield_point(self) -> None:
         """Outside the training loop (scoring, latency), let a waiting window in between two pieces of work."""
