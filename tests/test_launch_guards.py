@@ -190,3 +190,31 @@ def test_second_launcher_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
     assert not (workdir / "launch.lock").exists()  # released at the end
     rows = json.loads((workdir / "study_trials.json").read_text())["rows"]
     assert len(rows) == 2 and all(r["status"] == "done" for r in rows)
+
+
+JOIN_AT_EXIT = """
+import pathlib, sys, threading, time
+from srstudy.launch.trainable import join_at_exit
+out = pathlib.Path(sys.argv[1])
+def trial():  # Tune's training thread (a daemon), still unwinding when the actor's process exits
+    if sys.argv[2] == "join":
+        join_at_exit(threading.current_thread())
+    time.sleep(0.5)
+    out.write_text("unwound")
+threading.Thread(target=trial, daemon=True).start()
+time.sleep(0.1)  # the main thread ends here, as Tune's actor does after stopping a pruned trial
+"""
+
+
+@pytest.mark.parametrize("mode", ["join", "none"])
+def test_a_stopped_trials_process_waits_for_its_training_thread_to_unwind(tmp_path, mode):
+    """A trial stopped by ASHA gets SystemExit in Tune's training thread, and the actor's process
+    exits without waiting for it: on the H200 every pruned trial then aborted in the interpreter's
+    shutdown (`Fatal Python error: Aborted`) while its thread was still closing its GPU work.
+    `join_at_exit` (called by `tune_trial` in its training thread) makes the exit wait; without
+    it the thread is cut off (the control case)."""
+    script, out = tmp_path / "exit_case.py", tmp_path / "unwound.txt"
+    script.write_text(JOIN_AT_EXIT)
+    proc = subprocess.run([sys.executable, str(script), str(out), mode], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.exists() == (mode == "join")

@@ -356,3 +356,21 @@ def test_tf32_precision_turns_tf32_matmuls_on_only_inside_the_step():
             assert not torch.is_autocast_enabled("cpu")
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_a_trial_stopped_at_a_report_ends_its_run_killed_and_resumes_it(tmp_path):
+    """Tune stops a trial (ASHA, or the study's SIGINT) by raising SystemExit in its training
+    thread at a report: the MLflow run ends KILLED (not left RUNNING), and a later start of the
+    same trial reopens that run and completes it."""
+    workdir = tmp_path / "runs"
+    cfg = load_trial_config(tiny(tmp_path, val_interval=2))
+
+    def stop(it, metrics):  # what ray.train.report does once Tune has decided to stop the trial
+        raise SystemExit(0)
+
+    with pytest.raises(SystemExit):
+        run_trial(cfg, workdir=workdir, on_validate=stop)
+    client, runs = runs_of(workdir)
+    assert [r.info.status for r in runs] == ["KILLED"]
+    again = run_trial(cfg, workdir=workdir)
+    assert again.run_id == runs[0].info.run_id and client.get_run(again.run_id).info.status == "FINISHED"

@@ -265,7 +265,7 @@ def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, td
         record = _train_and_measure(cfg, run, student=student, optimizer=optimizer, state=state, teacher=teacher,
                                     images=images, device=device, backend=backend, tdir=tdir,
                                     teacher_dir=teacher_dir, hooks=hooks, gpu=gpu, warmup=warmup)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # SystemExit: Tune stopping the trial (ASHA) at a report
         run.finish("KILLED")  # resumable: the next start reopens this run
         raise
     except Exception:

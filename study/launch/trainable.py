@@ -5,7 +5,9 @@ experiment state, so `srstudy launch --resume` finds it here.
 """
 from __future__ import annotations
 
+import atexit
 import json
+import threading
 from typing import Any
 
 from .. import ray_api
@@ -25,6 +27,23 @@ def analytic_check(study: StudyConfig, cfg: TrialConfig) -> tuple[dict[str, int]
     return analytic, broken
 
 
+#: how long a trial's process waits at exit for its training thread to finish unwinding
+UNWIND_TIMEOUT_S = 30.0
+
+
+def join_at_exit(thread: threading.Thread, timeout_s: float = UNWIND_TIMEOUT_S) -> None:
+    """Make this process wait, when it exits, for `thread` to end (at most `timeout_s`).
+
+    Why: when a scheduler stops a trial (ASHA), Tune raises SystemExit in the training thread at
+    its next report and lets the actor's process exit without waiting for that thread. The
+    thread, still unwinding its GPU work (prefetch threads, the GPU lock, CUDA tensors), is then
+    stopped by the interpreter's shutdown inside a C++ call, and the process aborts (`Fatal
+    Python error: Aborted` and a native stack in the study log, for every pruned trial on the
+    H200 in session 8). `atexit` handlers run before that shutdown."""
+    if thread is not threading.main_thread():
+        atexit.register(thread.join, timeout_s)
+
+
 def tune_trial(params: dict[str, Any], *, study_json: str, workdir: str, tracking_uri: str,
                parent_run_id: str | None, objectives: list[str]) -> None:
     """One Tune trial = one `run_trial` = one MLflow run (resumed after a crash).
@@ -37,6 +56,7 @@ def tune_trial(params: dict[str, Any], *, study_json: str, workdir: str, trackin
 
     from srstudy.trials.distill import RUN_FILE, run_trial
 
+    join_at_exit(threading.current_thread())  # Tune's training thread: a pruned trial unwinds before exit
     study = StudyConfig.model_validate_json(study_json)
     cfg = study.trial_config(params)
     torch.set_num_threads(max(1, int(study.resources.cpu)))
