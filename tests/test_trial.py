@@ -358,10 +358,11 @@ def test_tf32_precision_turns_tf32_matmuls_on_only_inside_the_step():
         torch.backends.cuda.matmul.allow_tf32 = before
 
 
-def test_a_trial_stopped_at_a_report_ends_its_run_killed_and_resumes_it(tmp_path):
+def test_a_trial_stopped_at_a_report_is_never_failed_and_resumes_in_its_run(tmp_path):
     """Tune stops a trial (ASHA, or the study's SIGINT) by raising SystemExit in its training
-    thread at a report: the MLflow run ends KILLED (not left RUNNING), and a later start of the
-    same trial reopens that run and completes it."""
+    thread at a report: the MLflow run is not FAILED but left RUNNING (the launcher ends a pruned
+    one KILLED, an interrupted one stays open), and a later start of the same trial continues
+    that run and finishes it."""
     workdir = tmp_path / "runs"
     cfg = load_trial_config(tiny(tmp_path, val_interval=2))
 
@@ -371,6 +372,7 @@ def test_a_trial_stopped_at_a_report_ends_its_run_killed_and_resumes_it(tmp_path
     with pytest.raises(SystemExit):
         run_trial(cfg, workdir=workdir, on_validate=stop)
     client, runs = runs_of(workdir)
-    assert [r.info.status for r in runs] == ["KILLED"]
+    assert [r.info.status for r in runs] == ["RUNNING"]
     again = run_trial(cfg, workdir=workdir)
-    assert again.run_id == runs[0].info.run_id and client.get_run(again.run_id).info.status == "FINISHED"
+    assert again.run_id == runs[0].info.run_id  # the same run, continued
+    assert client.get_run(again.run_id).info.status == "FINISHED"
