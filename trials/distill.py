@@ -265,11 +265,11 @@ def _train_student(cfg: TrialConfig, *, workdir: StudyDir, tracking_uri: str, td
         record = _train_and_measure(cfg, run, student=student, optimizer=optimizer, state=state, teacher=teacher,
                                     images=images, device=device, backend=backend, tdir=tdir,
                                     teacher_dir=teacher_dir, hooks=hooks, gpu=gpu, warmup=warmup)
-    except KeyboardInterrupt:
-        run.finish("KILLED")  # resumable: the next start reopens this run
     # SystemExit (Tune stopping the trial at a report: ASHA, or the study's SIGINT) passes with the
     # run left RUNNING: the launcher ends a pruned trial's run KILLED with pruned=true, and an
     # interrupted trial's stays open for `--resume` to continue (tests/test_launch.py)
+    except KeyboardInterrupt:
+        run.finish("KILLED")  # resumable: the next start reopens this run
         raise
     except Exception:
         run.finish("FAILED")
