@@ -9,8 +9,10 @@ of the forward and of forward + backward (`triton.testing.do_bench`), the backwa
 difference, and the max relative error of y and of every gradient vs mamba_ssm (else vs the
 first row). `--extra` times other modules with the same `selective_scan_triton` entry point (e.g.
 an earlier version of the kernels). The first pass times every tile at D 64 fp32; the
-`--keep` fastest (forward + backward) then run at every shape and dtype. Also the causal conv1d +
-SiLU (nn.Conv1d + F.silu vs the Triton kernel) at (128, 64, 4096).
+`--keep` fastest (forward + backward) then run at every shape and dtype. `--configs` instead times
+the shipped tiles under other ``CONFIG`` entries (the backward's pipelining stages, its register
+cap) at every shape and dtype. Also the causal conv1d + SiLU (nn.Conv1d + F.silu vs the Triton
+kernel) at (128, 64, 4096).
 """
 from __future__ import annotations
 
@@ -72,6 +74,19 @@ def triton_with(tiles, module=ST):
     return fn
 
 
+def triton_config(overrides: dict):
+    """The shipped kernels with ``CONFIG`` entries `overrides` (e.g. ``{"bwd_stages": {"default": 2}}``)
+    in force for the call, the shipped values restored after it."""
+    def fn(*a):
+        saved = {k: ST.CONFIG[k] for k in overrides}
+        ST.CONFIG.update(overrides)
+        try:
+            return ST.selective_scan_triton(*a)
+        finally:
+            ST.CONFIG.update(saved)
+    return fn
+
+
 def run_shape(rows, Bt, Dm, L, N, dtype, impls, report):
     x = inputs(Bt, Dm, L, N, dtype)
     gy = torch.randn(Bt, Dm, L, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1)).to(dtype)
@@ -129,13 +144,23 @@ def main():
     ap.add_argument("--keep", type=int, default=3, help="tiles kept for the other shapes and dtypes")
     ap.add_argument("--only-mamba", action="store_true", help="time mamba_ssm alone (the tiles were timed before)")
     ap.add_argument("--no-conv", action="store_true")
+    ap.add_argument("--configs", default="", help="JSON list of CONFIG overrides of the shipped kernels, each "
+                    "timed at every shape and dtype beside the shipped CONFIG (skips the tile sweep), e.g. "
+                    "'[{\"bwd_stages\": {\"default\": 2}}]'")
     args = ap.parse_args()
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
               "mamba_ssm": S._mamba_ssm_fn()[1] or "available", "shapes": "B 128, L 4096, N 16, D 64 / 120",
               "scan": {}, "conv": {}}
     mamba = [("mamba_ssm", S.selective_scan_cuda)] if S._mamba_ssm_fn()[0] is not None else []
     rows = []
-    if args.only_mamba:
+    if args.configs:
+        report["configs"] = json.loads(args.configs)
+        impls = mamba + [("triton_default", ST.selective_scan_triton)]
+        impls += [(f"triton{json.dumps(o, separators=(',', ':'))}", triton_config(o)) for o in report["configs"]]
+        for Dm in (64, 120):
+            for dtype in (torch.float32, torch.bfloat16):
+                run_shape(rows, 128, Dm, 4096, 16, dtype, impls, report)
+    elif args.only_mamba:
         for Dm in (64, 120):
             for dtype in (torch.float32, torch.bfloat16):
                 run_shape(rows, 128, Dm, 4096, 16, dtype, mamba + [("triton_default", ST.selective_scan_triton)],

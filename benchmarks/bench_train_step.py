@@ -16,7 +16,8 @@ and the issue-15 headline ratios of the *default path* (`--default-backend`, wha
 mamba-ssm runs) at the trial's default precision (`LoopSpec.precision`): `student_step_ratio`,
 `distill_step_ratio` (live teacher) and `distill_bank_step_ratio` (teacher bank), each against
 the reference's step in the same precision (goals: student ≤ 0.7, distillation ≤ 0.5).
-`--scan-tiles fwd=T,G,W;bwd=T,G,W` sets the Triton scan's tiles (models/scan_triton.CONFIG).
+`--scan-tiles fwd=T,G,W;bwd=T,G,W` sets the Triton scan's tiles and `--scan-config '{...}'` its other
+entries (models/scan_triton.CONFIG; the report records the CONFIG the run used).
 """
 from __future__ import annotations
 
@@ -51,14 +52,16 @@ def add_verdict(report: dict) -> dict:
     return report
 
 
-def set_scan_tiles(spec: str) -> None:
-    """Set the Triton scan's tiles from "fwd=T,G,W[,tok];bwd=T,G,W[,tok]" (empty: keep the defaults)."""
-    if spec:
+def set_scan_tiles(spec: str, config: str = "") -> None:
+    """Set the Triton scan's tiles from "fwd=T,G,W[,tok];bwd=T,G,W[,tok]" and other ``CONFIG`` entries
+    from a JSON object, e.g. '{"bwd_stages": {"default": 2}}' (empty: keep the defaults)."""
+    if spec or config:
         from srstudy.models import scan_triton
 
-        for part in spec.split(";"):
+        for part in filter(None, spec.split(";")):
             which, tile = part.split("=")
             scan_triton.CONFIG[which.strip()] = tuple(int(v) for v in tile.split(","))
+        scan_triton.CONFIG.update(json.loads(config) if config else {})
 
 
 def step_fn(student, teacher, optimizer, lr, hr, alpha: float, device, precision: str, bank_targets=None):
@@ -96,9 +99,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--default-backend", default="triton", help="the scan backend of the default path")
     ap.add_argument("--scan-tiles", default="", help="fwd=T,G,W;bwd=T,G,W for the Triton scan kernels")
+    ap.add_argument("--scan-config", default="", help="JSON object of other models/scan_triton.CONFIG entries")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    set_scan_tiles(args.scan_tiles)
+    set_scan_tiles(args.scan_tiles, args.scan_config)
     device = torch.device(args.device)
     impls = [b for b in args.backends.split(",") if b] + ([] if args.no_reference else ["reference"])
     report = {

@@ -63,7 +63,13 @@ CONFIG = {"fwd": (32, 2, 1), "bwd": (32, 1, 1),  # fastest at B 128 × L 4096 ×
           # Triton 3.6); H200, B 128 × L 4096: float32 backward 4.47 -> 4.02 ms at D 64, 8.31 -> 7.39
           # at D 120; bfloat16 slower (4.34 -> 5.66, 7.97 -> 10.43), so float32 only
           # (benchmarks/results/scan_tiles_variants_h200.json)
-          "bwd_spread": ("float32",)}
+          "bwd_spread": ("float32",),
+          # the backward's chunk loop software-pipelined over this many stages (`tl.range(num_stages=)`:
+          # the next chunks' loads go to shared memory by cp.async while this chunk computes; 1: not
+          # pipelined), and the registers a thread may use (None: the compiler's choice, ~230 here, which
+          # allows 8 one-warp programs an SM; 168 allows 12, at a few spilled loop-invariant values).
+          # Both by input dtype name ("default" for the others).
+          "bwd_stages": {"default": 1}, "bwd_maxnreg": {"default": None}}
 BLOCK_L = CONFIG["fwd"][0]
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x·log2 e)
 
@@ -202,7 +208,7 @@ def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_p
                 Dm, L, N, n_chunks, n_groups, su_b, su_d, sB_b, sB_n, hc_chunks, hc_every,
                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr, G: tl.constexpr,
-                TOK: tl.constexpr, SPREAD: tl.constexpr):
+                TOK: tl.constexpr, SPREAD: tl.constexpr, STAGES: tl.constexpr):
     b, d, n, t, dm, nm, A2, bias, Dd, row, bc = _program(
         A_ptr, D_ptr, bias_ptr, Dm, N, n_groups, su_b, su_d, sB_b, sB_n, HAS_D, HAS_BIAS, N_P2, BLOCK, G)
     A = A2 / LOG2E
@@ -211,7 +217,7 @@ def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_p
     dA_acc = tl.zeros([G, N_P2, BLOCK], dtype=tl.float32)
     dD_acc = tl.zeros([G, TOK, BLOCK], dtype=tl.float32)
     dbias_acc = tl.zeros([G, TOK, BLOCK], dtype=tl.float32)
-    for ci in range(n_chunks):
+    for ci in tl.range(n_chunks, num_stages=STAGES):
         c = n_chunks - 1 - ci
         h0 = tl.load(hc_ptr + hc_rows + c * hc_every * N, mask=dm & nm, other=0.0)
         # recompute the chunk's states from its entry state
@@ -295,6 +301,12 @@ def _spread_backward(dtype: torch.dtype) -> bool:
     return str(dtype).removeprefix("torch.") in spread
 
 
+def _by_dtype(key: str, dtype: torch.dtype):
+    """``CONFIG[key]``'s entry for `dtype` (its name, e.g. "float32", else "default")."""
+    table = CONFIG[key]
+    return table.get(str(dtype).removeprefix("torch."), table["default"])
+
+
 def _tile(which: str, Dm: int, N: int, block: int | None, few: bool) -> tuple[int, int, int, int]:
     """(tokens per chunk, channels per program, warps, token-tile rows) for the `which` kernel
     ("fwd"/"bwd"; `few`: the *_few tiles); `block` overrides the tokens per chunk."""
@@ -356,11 +368,19 @@ class _TritonScan(torch.autograd.Function):
             Dm, L, N, n_chunks, n_groups, u.stride(0), u.stride(1), B.stride(0), B.stride(1),
             hc.shape[2], T // T_fwd,
             HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=bf is not None,
-            SOFTPLUS=softplus, N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, SPREAD=spread and TOK == 1, num_warps=warps,
+            SOFTPLUS=softplus, N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, SPREAD=spread and TOK == 1,
+            STAGES=_by_dtype("bwd_stages", u.dtype), num_warps=warps, **_registers(u),
         )
         cast = lambda g, dtype: None if g is None else g.to(dtype)
         return (du, ddelta, dA.to(A_dtype), dB.to(B.dtype), dC.to(C.dtype), cast(dD, D_dtype), dz,
                 cast(dbias, bias_dtype), None, None)
+
+
+def _registers(u: torch.Tensor) -> dict:
+    """The backward's launch option capping registers a thread (``CONFIG["bwd_maxnreg"]``), if any:
+    compiled code only (Triton's interpreter takes no such option)."""
+    cap = _by_dtype("bwd_maxnreg", u.dtype)
+    return {"maxnreg": cap} if cap is not None and u.is_cuda else {}
 
 
 def _or(x: torch.Tensor | None, placeholder: torch.Tensor) -> torch.Tensor:

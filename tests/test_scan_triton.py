@@ -39,7 +39,7 @@ FLAGS = [  # with_D, with_z, with_bias, softplus
 ]
 CONV_CASES = [(2, 3, 37, True), (1, 4, 200, False), (2, 2, 1, True), (3, 5, 64, True)]  # Bt, Dm, L, bias
 LN_CASES = [(2, 37, 32, False), (2, 37, 32, True), (1, 50, 60, True), (3, 7, 5, False)]  # B, L, C, channel-major
-N_INTERPRETED = len(CASES) * len(FLAGS) + 5 + len(CONV_CASES) + 2  # + bf16, groups, decays, 4-D B/C, DVMSR, conv, LN, mixers
+N_INTERPRETED = len(CASES) * len(FLAGS) + 6 + len(CONV_CASES) + 2  # + bf16, groups, stages, decays, 4-D B/C, DVMSR, conv, LN, mixers
 
 
 def _against_reference(shape, flags, *, device, dtype=torch.float32, seed=0):
@@ -86,6 +86,20 @@ def test_interpreted_channel_groups_and_longer_backward_chunks(monkeypatch):
             for flags in FLAGS[:2]:
                 errs = _against_reference(shape, flags, device="cpu")
                 assert max(errs.values()) <= 2e-5, (fwd, bwd, shape, flags, errs)
+
+
+@interpreted
+def test_interpreted_pipelined_backward_matches_reference(monkeypatch):
+    """The backward's chunk loop pipelined (`CONFIG["bwd_stages"]`) computes the same scan; the register
+    cap (`bwd_maxnreg`) is a launch option of compiled code only, so the interpreter runs without it."""
+    from srstudy.models import scan_triton
+
+    monkeypatch.setitem(scan_triton.CONFIG, "bwd_stages", {"default": 3})
+    monkeypatch.setitem(scan_triton.CONFIG, "bwd_maxnreg", {"default": 168})
+    assert scan_triton._registers(torch.zeros(1)) == {}
+    for shape in [(2, 3, 300, 16, 32), (1, 2, 5, 3, 8)]:
+        errs = _against_reference(shape, FLAGS[0], device="cpu")
+        assert max(errs.values()) <= 2e-5, (shape, errs)
 
 
 @interpreted
@@ -318,6 +332,27 @@ def test_compiled_kernels_every_tile_shape(monkeypatch, tile):
     for shape in [(2, 3, 300, 16, None), (1, 5, 37, 4, None)]:
         errs = _against_reference(shape, FLAGS[0], device="cuda")
         assert max(errs.values()) <= 2e-5, (shape, errs)
+
+
+@pytest.mark.cuda
+@on_gpu
+@needs_triton
+@pytest.mark.parametrize("stages,maxnreg", [(2, None), (3, None), (1, 168), (2, 168), (2, 128)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_compiled_backward_pipelined_and_register_capped(monkeypatch, stages, maxnreg, dtype):
+    """The backward with its chunk loop software-pipelined and/or its registers capped (spilling) computes
+    the same scan as the reference, fp32 and bf16, and the spread layout both on and off."""
+    from srstudy.models import scan_triton
+
+    monkeypatch.setitem(scan_triton.CONFIG, "bwd_stages", {"default": stages})
+    monkeypatch.setitem(scan_triton.CONFIG, "bwd_maxnreg", {"default": maxnreg})
+    monkeypatch.setitem(scan_triton.CONFIG, "min_programs", 0)  # the main tiles at every shape
+    tol = 2e-5 if dtype == torch.float32 else 1.5e-2
+    for spread in (True, False):
+        monkeypatch.setitem(scan_triton.CONFIG, "bwd_spread", spread)
+        for shape in [(2, 3, 300, 16, None), (3, 64, 1000, 16, None), (1, 5, 37, 4, None)]:
+            errs = _against_reference(shape, FLAGS[0], device="cuda", dtype=dtype)
+            assert max(errs.values()) <= tol, (shape, spread, errs)
 
 
 @pytest.mark.cuda

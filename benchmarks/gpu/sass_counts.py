@@ -29,7 +29,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 SHAPE = dict(Bt=128, Dm=64, L=4096, N=16)
-GROUPS = {"SHFL": r"\bSHFL\b", "MUFU": r"\bMUFU\b", "BAR": r"\bBAR\b", "LDG": r"\bLDG\b", "STG": r"\bSTG\b",
+GROUPS = {"STL": r"\bSTL\b", "LDL": r"\bLDL\b", "SHFL": r"\bSHFL\b", "MUFU": r"\bMUFU\b", "BAR": r"\bBAR\b", "LDG": r"\bLDG\b", "STG": r"\bSTG\b",
           "ATOM": r"\b(RED|REDG|ATOM|ATOMG)\b", "LDS": r"\bLDS\b", "STS": r"\bSTS\b", "FFMA/FMUL/FADD": r"\bF(FMA|MUL|ADD)\b"}
 
 
@@ -55,15 +55,18 @@ def _launch_values(mod, which: str, tile: tuple[int, ...]) -> dict:
     vals["SPREAD"] = bool(config.get("bwd_spread")) and vals["TOK"] == 1
     # variants/scan_triton_seq.py: a backward of T-token segments (the states the forward stored)
     vals.update(SEG=T, n_segs=L // T)
+    vals["STAGES"] = 1  # the backward's chunk loop not software-pipelined (--set STAGES=2: pipelined)
     return vals, warps
 
 
 ACTIVATIONS = ("u_ptr", "dt_ptr", "B_ptr", "C_ptr", "z_ptr", "y_ptr", "dy_ptr", "du_ptr", "ddt_ptr", "dz_ptr")
 
 
-def compile_kernel(mod, which: str, tile: tuple[int, ...], overrides: dict | None = None, dtype: str = "fp32"):
+def compile_kernel(mod, which: str, tile: tuple[int, ...], overrides: dict | None = None, dtype: str = "fp32",
+                   maxnreg: int | None = None):
     """triton.compile of `mod._{which}_kernel` for sm_90 (`overrides`: constexpr values to change;
-    `dtype`: of the activations u, Δ, B, C, z, y and their gradients, e.g. "bf16")."""
+    `dtype`: of the activations u, Δ, B, C, z, y and their gradients, e.g. "bf16"; `maxnreg`: the
+    registers-a-thread cap, as the launch option of that name)."""
     fn = getattr(mod, f"_{which}_kernel")
     vals, warps = _launch_values(mod, which, tile)
     vals.update(overrides or {})
@@ -81,7 +84,8 @@ def compile_kernel(mod, which: str, tile: tuple[int, ...], overrides: dict | Non
             if vals[name] % 16 == 0:
                 attrs[(i,)] = [["tt.divisibility", 16]]
     src = ASTSource(fn, sig, constexprs=consts, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    options = {"num_warps": warps} | ({"maxnreg": maxnreg} if maxnreg else {})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
 
 
 def counts(kernel) -> dict:
@@ -97,6 +101,7 @@ def counts(kernel) -> dict:
     ops = [ln for ln in sass.splitlines() if re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+\S", ln)]
     out = {k: sum(1 for ln in ops if re.search(p, ln)) for k, p in GROUPS.items()}
     out["instructions"] = len(ops)
+    out["dynamic_shared"] = kernel.metadata.shared  # bytes a program: the pipelined loads' buffers
     m = re.search(r"REG:(\d+).*?STACK:(\d+).*?SHARED:(\d+).*?LOCAL:(\d+)", res)
     out.update(dict(zip(("registers", "stack", "shared", "local"), map(int, m.groups()))) if m else {})
     out["spill_st"] = sum(1 for ln in ops if re.search(r"\bSTL\b", ln))
@@ -128,11 +133,13 @@ def main():
     ap.add_argument("--loops", action="store_true", help="also the counts of each loop body")
     ap.add_argument("--dtype", default="fp32", help="the activations' dtype (fp32, bf16, fp16)")
     ap.add_argument("--set", action="append", default=[], help="NAME=int: a constexpr of the kernel, e.g. SPREAD=0")
+    ap.add_argument("--maxnreg", type=int, default=None, help="cap the registers a thread (launch option)")
     args = ap.parse_args()
     mod = load(args.module)
     for which in args.which.split(","):
         tile = tuple(int(v) for v in args.tile.split(",")) if args.tile else mod.CONFIG[which]  # (--tile for seq)
-        k = compile_kernel(mod, which, tile, {a: int(b) for a, b in (kv.split("=") for kv in args.set)}, args.dtype)
+        k = compile_kernel(mod, which, tile, {a: int(b) for a, b in (kv.split("=") for kv in args.set)}, args.dtype,
+                           args.maxnreg)
         c, sass = counts(k)
         print(f"{Path(args.module).name} {which} {tile} {args.dtype}: " + " ".join(f"{a}={b}" for a, b in c.items()), flush=True)
         if args.loops:

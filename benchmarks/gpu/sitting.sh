@@ -125,6 +125,26 @@ scan_variants() {  # the scan variants under benchmarks/gpu/variants/ against th
     > "$R/scan_tiles_variants.log" 2>&1
   grep -E "^(shape|D[0-9])" "$R/scan_tiles_variants.log" | grep -v "{"
 }
+SCAN_CONFIGS=${SCAN_CONFIGS:-'[{"bwd_stages": {"default": 2}}, {"bwd_stages": {"default": 3}}, {"bwd_maxnreg": {"default": 168}}, {"bwd_stages": {"default": 2}, "bwd_maxnreg": {"default": 168}}, {"bwd_maxnreg": {"default": 128}}, {"bwd_stages": {"default": 2}, "bwd_maxnreg": {"default": 128}}, {"bwd_spread": true, "bwd_stages": {"default": 2}, "bwd_maxnreg": {"default": 168}}, {"bwd_stages": {"default": 3}, "bwd_maxnreg": {"default": 168}}]'}
+stage_scanconf() { with_mamba_ssm scan_configs; }
+scan_configs() {  # issue 15: the backward pipelined / register-capped (SCAN_CONFIGS), then the step with the fastest
+  el "scan backward CONFIGs at the training shapes"
+  python3 benchmarks/bench_scan_tiles.py --configs "$SCAN_CONFIGS" --no-conv --out "$R/scan_configs_h200.json" \
+    > "$R/scan_configs.log" 2>&1
+  grep -E "^D[0-9]" "$R/scan_configs.log" | grep -v "{\"fwd" | tail -60
+  python3 benchmarks/gpu/pick_scan_config.py "$R/scan_configs_h200.json" > "$R/best_scan_config.json" 2>> "$R/timeline.txt"
+  cat "$R/best_scan_config.json" | tee -a "$R/timeline.txt"
+  el "CUDA scan tests under every CONFIG"
+  python3 -m pytest -q -m cuda -p no:cacheprovider tests/test_scan_triton.py \
+    > "$R/scan_cuda_tests.log" 2>&1; tail -3 "$R/scan_cuda_tests.log" | tee -a "$R/timeline.txt"
+  el "training steps with the fastest CONFIG vs the reference (fp32, bf16)"
+  python3 benchmarks/bench_train_step.py --backends triton --precisions fp32,bf16 --repeats 10 --warmup 3 \
+    --scan-config "$(cat "$R/best_scan_config.json")" --out "$R/train_step_h200.json" > "$R/train_step.log" 2>&1
+  grep -E "^(triton|cuda|reference)/|ratio\"|Error" "$R/train_step.log" | head -40
+  el "profile of the student step with the fastest CONFIG (fp32)"
+  python3 benchmarks/profile_step.py --impls triton --precisions fp32 --rows 40 \
+    --scan-config "$(cat "$R/best_scan_config.json")" --out "$R/profile_step_triton_h200.txt" 2>&1 | grep "===="
+}
 stage_bankcost() {  # issue 16 item 1: the teacher bank's PSNR against the live teacher, same seed and iterations
   local it=${BANK_ITERATIONS:-1000} patches=${BANK_PATCHES:-16384}
   for mode in live bank; do
