@@ -170,35 +170,45 @@ class MambaMixer(nn.Module):
         """The same mixer with its activations kept as (channels, B·L) matrices: every
         projection is one matmul W @ X, the causal conv + SiLU one Triton kernel, and the scan
         reads u, Δ, z, B, C and writes y in that layout, so nothing is transposed or copied
-        between them ((B, Di, L) views with tokens innermost, strides (L, B·L, 1))."""
+        between them ((B, Di, L) views with tokens innermost, strides (L, B·L, 1)). Only the
+        output is token-major, (B·L, D) = Yᵀ Wᵀ from the same matmul: the next LayerNorm reads
+        rows, and the group's 3×3 conv takes it as a channels-last map, so cuDNN neither copies
+        it nor converts it to NHWC and back."""
         from .conv_triton import causal_conv1d_silu
 
         Bt, L, _ = x.shape
         Di, N, r = self.cfg.d_inner, self.cfg.d_state, self.cfg.dt_rank
         seq = lambda m: m.view(m.shape[0], Bt, L).transpose(0, 1)  # (rows, B·L) -> (B, rows, L) view
-        xz = _project_columns(self.in_proj, x.reshape(Bt * L, -1).t())  # xz : (2·Di, B·L)
-        u = causal_conv1d_silu(seq(xz[:Di]), self.conv1d.weight, self.conv1d.bias)  # u : (B, Di, L)
-        u_cols = u.transpose(0, 1).reshape(Di, Bt * L)  # a view: u keeps xz's layout
+        x_in, z = _project_halves(self.in_proj, x.reshape(Bt * L, -1).t(), Di)  # x_in, z : (Di, B·L)
+        u = causal_conv1d_silu(seq(x_in), self.conv1d.weight, self.conv1d.bias)  # u : (B, Di, L)
+        u_cols = u.transpose(0, 1).reshape(Di, Bt * L)  # a view: u keeps x_in's layout
         x_dbl = self.x_proj.weight @ u_cols  # x_dbl : (r + 2N, B·L)
         dt_low, B, C = torch.split(x_dbl, [r, N, N], dim=0)
         delta = self.dt_proj.weight @ dt_low  # delta : (Di, B·L), bias in scan
         y = selective_scan(
-            u, seq(delta), -torch.exp(self.A_log.float()), seq(B), seq(C), self.D.float(), seq(xz[Di:]),
+            u, seq(delta), -torch.exp(self.A_log.float()), seq(B), seq(C), self.D.float(), seq(z),
             delta_bias=self.dt_proj.bias.float(), delta_softplus=True, backend=self.scan_backend,
         )  # y : (B, Di, L)
-        out = _project_columns(self.out_proj, y.transpose(0, 1).reshape(Di, Bt * L))  # (D, B·L)
-        return out.t().view(Bt, L, -1)  # (B, L, D) view
+        out = self.out_proj(y.transpose(0, 1).reshape(Di, Bt * L).t())  # out : (B·L, D) = Yᵀ Wᵀ, token-major
+        return out.view(Bt, L, -1)  # (B, L, D): the group's 3×3 conv reads it as a channels-last map, no copy
 
     def param_count(self) -> int:
         """Exact number of parameters, from the config alone (no module needed)."""
         return mixer_param_count(self.cfg)
 
 
-def _project_columns(proj: nn.Module, cols: torch.Tensor) -> torch.Tensor:
-    """`proj` applied to every column of `cols` : (in, M) -> (out, M), as W @ cols (bias-free maps)."""
+def _project_halves(proj: nn.Module, cols: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`proj` applied to every column of `cols` : (in, M), its output rows [:rows] and [rows:] as two
+    separate (rows, M) matrices (W[:rows] @ cols, W[rows:] @ cols; bias-free maps).
+
+    Two matmuls rather than one sliced in two: the gradients of the halves (the conv's and the
+    scan's) then flow into the input's gradient as two matmuls, where slicing one (2·rows, M)
+    output would make autograd zero-fill a buffer of that size per half and add the two."""
     if isinstance(proj, LowRankLinear):
-        return proj.up.weight @ (proj.down.weight @ cols)
-    return proj.weight @ cols
+        w, cols = proj.up.weight, proj.down.weight @ cols  # cols : (r, M)
+    else:
+        w = proj.weight
+    return w[:rows] @ cols, w[rows:] @ cols
 
 
 def mixer_param_count(cfg: MixerConfig) -> int:

@@ -67,9 +67,13 @@ CONFIG = {"fwd": (32, 2, 1), "bwd": (32, 1, 1),  # fastest at B 128 × L 4096 ×
           # the backward's chunk loop software-pipelined over this many stages (`tl.range(num_stages=)`:
           # the next chunks' loads go to shared memory by cp.async while this chunk computes; 1: not
           # pipelined), and the registers a thread may use (None: the compiler's choice, ~230 here, which
-          # allows 8 one-warp programs an SM; 168 allows 12, at a few spilled loop-invariant values).
-          # Both by input dtype name ("default" for the others).
-          "bwd_stages": {"default": 1}, "bwd_maxnreg": {"default": None}}
+          # allows 8 one-warp programs an SM; 168 allows 12 and 128 allows 16, at a few spilled values).
+          # By input dtype name ("default" for the others). The backward waits on latency, not on
+          # issue: on an H200 at B 128 × L 4096 (fwd + bwd, ms, D 64 / D 120) float32 4.67 / 8.61 ->
+          # 4.00 / 7.43 with 128 registers (mamba_ssm 4.48 / 8.36); bfloat16 4.92 / 9.10 -> 4.55 / 8.33
+          # with 3 stages and 168 (mamba_ssm 3.65 / 6.70); pipelining slows float32
+          # (benchmarks/results/scan_configs_h200.json, scan_configs2_h200.json)
+          "bwd_stages": {"default": 1, "bfloat16": 3}, "bwd_maxnreg": {"default": None, "float32": 128, "bfloat16": 168}}
 BLOCK_L = CONFIG["fwd"][0]
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x·log2 e)
 
@@ -338,7 +342,9 @@ class _TritonScan(torch.autograd.Function):
             SOFTPLUS=bool(delta_softplus), N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, num_warps=warps,
         )
         ctx.save_for_backward(u, delta, Af, B, C, Df, z, bf, hc)
-        ctx.spread = _spread_backward(u.dtype)  # read at the forward: the backward runs later
+        # the backward's CONFIG is read now: the backward runs later, maybe under another CONFIG
+        ctx.spread = _spread_backward(u.dtype)
+        ctx.stages, ctx.registers = _by_dtype("bwd_stages", u.dtype), _registers(u)
         ctx.meta = (bool(delta_softplus), T, block, few, A.dtype,
                     None if D is None else D.dtype, None if delta_bias is None else delta_bias.dtype)
         return y
@@ -369,7 +375,7 @@ class _TritonScan(torch.autograd.Function):
             hc.shape[2], T // T_fwd,
             HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=bf is not None,
             SOFTPLUS=softplus, N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, SPREAD=spread and TOK == 1,
-            STAGES=_by_dtype("bwd_stages", u.dtype), num_warps=warps, **_registers(u),
+            STAGES=ctx.stages, num_warps=warps, **ctx.registers,
         )
         cast = lambda g, dtype: None if g is None else g.to(dtype)
         return (du, ddelta, dA.to(A_dtype), dB.to(B.dtype), dC.to(C.dtype), cast(dD, D_dtype), dz,
