@@ -57,7 +57,9 @@ __all__ = ["selective_scan_triton", "triton_unavailable", "CONFIG", "BLOCK_L"]
 #: A launch of fewer programs than ``min_programs`` (batch-1 inference: Bt·Dm/G ≈ 60) takes the
 #: ``*_few`` tiles instead: longer chunks and more warps per program, or the GPU idles.
 CONFIG = {"fwd": (32, 2, 1), "bwd": (32, 1, 1),  # fastest at B 128 × L 4096 × D 64/120 on an H200
-          "fwd_few": (128, 1, 4), "bwd_few": (128, 1, 8), "min_programs": 512,
+          # batch-1 inference at LR 256² (B 1 × L 65,536 × D 120) on an H200, forward: (128, 1, 4) 1.01 ms,
+          # (512, 1, 8) 0.47, (1024, 1, 16) 0.46, mamba_ssm 0.78 (benchmarks/results/scan_few_tiles_h200.json)
+          "fwd_few": (1024, 1, 16), "bwd_few": (128, 1, 8), "min_programs": 512,
           # the backward's per-token rows spread over N (`_load_tok`) for inputs of these dtypes
           # (True: all, False: none): fewer warp shuffles in the sm_90 SASS (690 -> 478 a chunk,
           # Triton 3.6); H200, B 128 × L 4096: float32 backward 4.47 -> 4.02 ms at D 64, 8.31 -> 7.39

@@ -314,8 +314,8 @@ def measure_latency(
     how they ran (tags: `latency_method`, and why a CUDA graph could not be used).
 
     On CUDA the forward is replayed from a CUDA graph (`srstudy.models.cuda_graph`): a batch-1
-    forward of these networks is bound by the host launching kernels (on an H200, 8.3 ms eager
-    against 0.84 ms replayed for DVMSR at LR 64², `benchmarks/results/dvmsr_inference_graphs_h200.json`),
+    forward of these networks is bound by the host launching kernels (on an H200, 8.6 ms eager
+    against 0.71 ms replayed for DVMSR at LR 64², `benchmarks/results/dvmsr_inference_graphs_h200.json`),
     which says more about the Python host than about the network; a deployed engine (TensorRT,
     a graph) does not pay it. A capture that fails falls back to eager forwards, and the tags
     say so. On a CPU: eager forwards.
