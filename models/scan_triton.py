@@ -344,21 +344,21 @@ class _TritonScan(torch.autograd.Function):
             SOFTPLUS=bool(delta_softplus), N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, num_warps=warps,
         )
         ctx.save_for_backward(u, delta, Af, B, C, Df, z, bf, hc)
-        # the backward's CONFIG is read now: the backward runs later, maybe under another CONFIG
-        ctx.spread = _spread_backward(u.dtype)
-        ctx.stages, ctx.registers = _by_dtype("bwd_stages", u.dtype), _registers(u)
-        ctx.meta = (bool(delta_softplus), T, block, few, A.dtype,
+        # the backward's CONFIG is read now: autograd runs it later, maybe under another CONFIG
+        ctx.launch = dict(tile=_tile("bwd", Dm, N, block, few), spread=_spread_backward(u.dtype),
+                          stages=_by_dtype("bwd_stages", u.dtype), registers=_registers(u))
+        ctx.meta = (bool(delta_softplus), T, A.dtype,
                     None if D is None else D.dtype, None if delta_bias is None else delta_bias.dtype)
         return y
 
     @staticmethod
     def backward(ctx, dy):
         u, delta, Af, B, C, Df, z, bf, hc = ctx.saved_tensors
-        softplus, T_fwd, block, few, A_dtype, D_dtype, bias_dtype = ctx.meta
-        spread = ctx.spread
+        softplus, T_fwd, A_dtype, D_dtype, bias_dtype = ctx.meta
+        launch = ctx.launch
         Bt, Dm, L = u.shape
         N = Af.shape[1]
-        T, G, warps, TOK = _tile("bwd", Dm, N, block, few)
+        T, G, warps, TOK = launch["tile"]
         if T % T_fwd:  # the forward stored the state entering every T_fwd tokens: read every T/T_fwd-th
             T = T_fwd
         n_chunks, n_groups = max(1, math.ceil(L / T)), math.ceil(Dm / G)
@@ -376,8 +376,8 @@ class _TritonScan(torch.autograd.Function):
             Dm, L, N, n_chunks, n_groups, u.stride(0), u.stride(1), B.stride(0), B.stride(1),
             hc.shape[2], T // T_fwd,
             HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=bf is not None,
-            SOFTPLUS=softplus, N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, SPREAD=spread and TOK == 1,
-            STAGES=ctx.stages, num_warps=warps, **ctx.registers,
+            SOFTPLUS=softplus, N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, SPREAD=launch["spread"] and TOK == 1,
+            STAGES=launch["stages"], num_warps=warps, **launch["registers"],
         )
         cast = lambda g, dtype: None if g is None else g.to(dtype)
         return (du, ddelta, dA.to(A_dtype), dB.to(B.dtype), dC.to(C.dtype), cast(dD, D_dtype), dz,

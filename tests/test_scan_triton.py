@@ -39,7 +39,7 @@ FLAGS = [  # with_D, with_z, with_bias, softplus
 ]
 CONV_CASES = [(2, 3, 37, True), (1, 4, 200, False), (2, 2, 1, True), (3, 5, 64, True)]  # Bt, Dm, L, bias
 LN_CASES = [(2, 37, 32, False), (2, 37, 32, True), (1, 50, 60, True), (3, 7, 5, False)]  # B, L, C, channel-major
-N_INTERPRETED = len(CASES) * len(FLAGS) + 6 + len(CONV_CASES) + 2  # + bf16, groups, stages, decays, 4-D B/C, DVMSR, conv, LN, mixers
+N_INTERPRETED = len(CASES) * len(FLAGS) + 7 + len(CONV_CASES) + 2  # + bf16, groups, stages, forward's config, decays, 4-D B/C, DVMSR, conv, LN, mixers
 
 
 def _against_reference(shape, flags, *, device, dtype=torch.float32, seed=0):
@@ -100,6 +100,22 @@ def test_interpreted_pipelined_backward_matches_reference(monkeypatch):
     for shape in [(2, 3, 300, 16, 32), (1, 2, 5, 3, 8)]:
         errs = _against_reference(shape, FLAGS[0], device="cpu")
         assert max(errs.values()) <= 2e-5, (shape, errs)
+
+
+@interpreted
+def test_interpreted_backward_runs_with_the_config_of_its_forward(monkeypatch):
+    """The backward's tile, stages and register cap are those in force at the forward: autograd runs it
+    later, when `CONFIG` may have changed (a benchmark restoring it, another thread's setting)."""
+    from srstudy.models import scan_triton
+
+    x = make_inputs(1, 3, 40, 4, seed=2, dtype=torch.float32)
+    leaves = {k: (None if v is None else v.clone().requires_grad_()) for k, v in x.items()}
+    y = call(S.selective_scan, leaves, True, backend="triton")
+    for key in ("bwd", "bwd_few", "bwd_stages", "bwd_maxnreg"):
+        monkeypatch.setitem(scan_triton.CONFIG, key, "not a config")  # any read from here on fails
+    y.square().sum().backward()
+    ref = call(S.selective_scan_reference, {k: (None if v is None else v.double()) for k, v in x.items()}, True)
+    assert rel_err(y.detach(), ref) <= 2e-5 and torch.isfinite(leaves["u"].grad).all()
 
 
 @interpreted
