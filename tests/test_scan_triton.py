@@ -383,3 +383,34 @@ def test_triton_matches_mamba_ssm_at_dvmsr_sizes():
     errs = {"y": rel(y_t, y_c), **{k: rel(g_t[k], g_c[k]) for k in g_c}}
     print("\ntriton vs mamba_ssm fp32: " + " ".join(f"{k}={v:.1e}" for k, v in errs.items()))
     assert max(errs.values()) <= 1e-3, errs
+
+
+def test_pick_scan_config_takes_the_fastest_backward_per_dtype():
+    """benchmarks/gpu/pick_scan_config.py: per dtype the row with the least forward + backward at D 64,
+    written as CONFIG entries by dtype name that the kernels read back as chosen."""
+    import importlib.util
+    from pathlib import Path
+
+    from srstudy.models import scan_triton
+
+    spec = importlib.util.spec_from_file_location(
+        "pick_scan_config", Path(__file__).resolve().parents[1] / "benchmarks" / "gpu" / "pick_scan_config.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    row = lambda o: "triton" + __import__("json").dumps(o, separators=(",", ":"))
+    report = {"scan": {
+        "D64/float32/mamba_ssm": {"fwdbwd_ms": 1.0},  # not a candidate
+        "D64/float32/triton_default": {"fwdbwd_ms": 4.6},
+        f"D64/float32/{row({'bwd_maxnreg': {'default': 128}})}": {"fwdbwd_ms": 4.0},
+        f"D64/float32/{row({'bwd_stages': {'default': 2}})}": {"fwdbwd_ms": 4.7},
+        "D64/bfloat16/triton_default": {"fwdbwd_ms": 4.9},
+        f"D64/bfloat16/{row({'bwd_spread': True, 'bwd_stages': {'default': 3}})}": {"fwdbwd_ms": 4.5},
+        f"D64/bfloat16/{row({'bwd_maxnreg': {'default': 96}})}": {"error": "did not compile"},
+        f"D120/float32/{row({'bwd_stages': {'default': 3}})}": {"fwdbwd_ms": 0.1},  # another shape
+    }}
+    chosen, log = mod.pick(report)
+    assert chosen["bwd_maxnreg"]["float32"] == 128 and chosen["bwd_stages"]["float32"] == 1
+    assert chosen["bwd_stages"]["bfloat16"] == 3 and set(chosen["bwd_spread"]) == {"float32", "bfloat16"}
+    assert chosen["bwd_maxnreg"]["bfloat16"] == scan_triton.CONFIG["bwd_maxnreg"].get(
+        "bfloat16", scan_triton.CONFIG["bwd_maxnreg"]["default"])  # not overridden by the winning row
+    assert len(log) == 2 and "4.000 ms vs shipped 4.600" in log[0]
