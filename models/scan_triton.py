@@ -75,7 +75,12 @@ CONFIG = {"fwd": (32, 2, 1), "bwd": (32, 1, 1),  # fastest at B 128 × L 4096 ×
           # 4.00 / 7.43 with 128 registers (mamba_ssm 4.48 / 8.36); bfloat16 4.92 / 9.10 -> 4.55 / 8.33
           # with 3 stages and 168 (mamba_ssm 3.65 / 6.70); pipelining slows float32
           # (benchmarks/results/scan_configs_h200.json, scan_configs2_h200.json)
-          "bwd_stages": {"default": 1, "bfloat16": 3}, "bwd_maxnreg": {"default": None, "float32": 128, "bfloat16": 168}}
+          "bwd_stages": {"default": 1, "bfloat16": 3}, "bwd_maxnreg": {"default": None, "float32": 128, "bfloat16": 168},
+          # the backward's token offsets written as runs of this many contiguous tokens (0: as they are),
+          # so 16-bit inputs get float32's 4-token-a-thread layout instead of 8 (compiled for sm_90 with
+          # bfloat16 inputs, spread layout: 2669 -> 1873 instructions, 572 -> 460 shuffles a chunk, the
+          # float32 kernel's shape; float32 unchanged). Not yet timed on a GPU: off.
+          "bwd_vec": {"default": 0}}
 BLOCK_L = CONFIG["fwd"][0]
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x·log2 e)
 
@@ -126,13 +131,16 @@ def _load_tok(ptr, offs, m, n, SPREAD: tl.constexpr):
 @triton.jit
 def _program(A_ptr, D_ptr, bias_ptr, Dm, N, n_groups, su_b, su_d, sB_b, sB_n,
              HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr,
-             G: tl.constexpr):
+             G: tl.constexpr, VEC: tl.constexpr):
     """This program's sequence b, channels d : (G,1,1), index tiles, per-channel parameters, row offsets."""
     pid = tl.program_id(0)
     b = (pid // n_groups).to(tl.int64)  # 64-bit offsets: Bt·Dm·L may pass 2**31
     d = (pid % n_groups) * G + tl.arange(0, G)[:, None, None]                   # (G, 1, 1)
     n = tl.arange(0, N_P2)[None, :, None]                                       # (1, N, 1)
-    t = tl.arange(0, BLOCK)[None, None, :]                                      # (1, 1, T)
+    t = tl.arange(0, BLOCK)
+    if VEC > 0:  # the same values, seen by the compiler as runs of VEC contiguous tokens (see CONFIG["bwd_vec"])
+        t = (t // VEC) * VEC + t % VEC
+    t = t[None, None, :]                                                        # (1, 1, T)
     dm, nm = d < Dm, n < N
     A2 = tl.load(A_ptr + d * N + n, mask=dm & nm, other=0.0) * LOG2E             # A·log2(e) : (G, N, 1)
     bias = tl.load(bias_ptr + d, mask=dm, other=0.0) if HAS_BIAS else 0.0
@@ -191,7 +199,7 @@ def _fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_pt
                 SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr, G: tl.constexpr,
                 TOK: tl.constexpr):
     b, d, n, t, dm, nm, A2, bias, Dd, row, bc = _program(
-        A_ptr, D_ptr, bias_ptr, Dm, N, n_groups, su_b, su_d, sB_b, sB_n, HAS_D, HAS_BIAS, N_P2, BLOCK, G)
+        A_ptr, D_ptr, bias_ptr, Dm, N, n_groups, su_b, su_d, sB_b, sB_n, HAS_D, HAS_BIAS, N_P2, BLOCK, G, 0)
     hc_rows = ((b * Dm + d) * n_chunks) * N + n                                 # (G, N, 1)
     h = tl.zeros([G, N_P2, 1], dtype=tl.float32)
     for c in range(n_chunks):
@@ -214,9 +222,9 @@ def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_p
                 Dm, L, N, n_chunks, n_groups, su_b, su_d, sB_b, sB_n, hc_chunks, hc_every,
                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr, G: tl.constexpr,
-                TOK: tl.constexpr, SPREAD: tl.constexpr, STAGES: tl.constexpr):
+                TOK: tl.constexpr, SPREAD: tl.constexpr, STAGES: tl.constexpr, VEC: tl.constexpr):
     b, d, n, t, dm, nm, A2, bias, Dd, row, bc = _program(
-        A_ptr, D_ptr, bias_ptr, Dm, N, n_groups, su_b, su_d, sB_b, sB_n, HAS_D, HAS_BIAS, N_P2, BLOCK, G)
+        A_ptr, D_ptr, bias_ptr, Dm, N, n_groups, su_b, su_d, sB_b, sB_n, HAS_D, HAS_BIAS, N_P2, BLOCK, G, VEC)
     A = A2 / LOG2E
     hc_rows = ((b * Dm + d) * hc_chunks) * N + n      # the forward stored a state every hc_every of our chunks
     g_in = tl.zeros([G, N_P2, 1], dtype=tl.float32)   # ∂loss/∂h at the first token of the next chunk
@@ -346,7 +354,8 @@ class _TritonScan(torch.autograd.Function):
         ctx.save_for_backward(u, delta, Af, B, C, Df, z, bf, hc)
         # the backward's CONFIG is read now: autograd runs it later, maybe under another CONFIG
         ctx.launch = dict(tile=_tile("bwd", Dm, N, block, few), spread=_spread_backward(u.dtype),
-                          stages=_by_dtype("bwd_stages", u.dtype), registers=_registers(u))
+                          stages=_by_dtype("bwd_stages", u.dtype), vec=_by_dtype("bwd_vec", u.dtype),
+                          registers=_registers(u))
         ctx.meta = (bool(delta_softplus), T, A.dtype,
                     None if D is None else D.dtype, None if delta_bias is None else delta_bias.dtype)
         return y
@@ -377,7 +386,7 @@ class _TritonScan(torch.autograd.Function):
             hc.shape[2], T // T_fwd,
             HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=bf is not None,
             SOFTPLUS=softplus, N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, SPREAD=launch["spread"] and TOK == 1,
-            STAGES=launch["stages"], num_warps=warps, **launch["registers"],
+            STAGES=launch["stages"], VEC=launch["vec"], num_warps=warps, **launch["registers"],
         )
         cast = lambda g, dtype: None if g is None else g.to(dtype)
         return (du, ddelta, dA.to(A_dtype), dB.to(B.dtype), dC.to(C.dtype), cast(dD, D_dtype), dz,

@@ -97,9 +97,13 @@ def test_interpreted_pipelined_backward_matches_reference(monkeypatch):
     monkeypatch.setitem(scan_triton.CONFIG, "bwd_stages", {"default": 3})
     monkeypatch.setitem(scan_triton.CONFIG, "bwd_maxnreg", {"default": 168})
     assert scan_triton._registers(torch.zeros(1)) == {}
-    for shape in [(2, 3, 300, 16, 32), (1, 2, 5, 3, 8)]:
-        errs = _against_reference(shape, FLAGS[0], device="cpu")
-        assert max(errs.values()) <= 2e-5, (shape, errs)
+    for vec in (0, 4):  # the token offsets as they are, and rewritten as runs of 4 (CONFIG["bwd_vec"])
+        monkeypatch.setitem(scan_triton.CONFIG, "bwd_vec", {"default": vec})
+        for shape in [(2, 3, 300, 16, 32), (1, 2, 5, 3, 8)]:
+            errs = _against_reference(shape, FLAGS[0], device="cpu")
+            assert max(errs.values()) <= 2e-5, (vec, shape, errs)
+        errs = _against_reference((2, 3, 70, 4, 32), FLAGS[0], device="cpu", dtype=torch.bfloat16)
+        assert max(errs.values()) <= 1.5e-2, (vec, errs)
 
 
 @interpreted
@@ -111,7 +115,7 @@ def test_interpreted_backward_runs_with_the_config_of_its_forward(monkeypatch):
     x = make_inputs(1, 3, 40, 4, seed=2, dtype=torch.float32)
     leaves = {k: (None if v is None else v.clone().requires_grad_()) for k, v in x.items()}
     y = call(S.selective_scan, leaves, True, backend="triton")
-    for key in ("bwd", "bwd_few", "bwd_stages", "bwd_maxnreg"):
+    for key in ("bwd", "bwd_few", "bwd_stages", "bwd_maxnreg", "bwd_vec", "bwd_spread"):
         monkeypatch.setitem(scan_triton.CONFIG, key, "not a config")  # any read from here on fails
     y.square().sum().backward()
     ref = call(S.selective_scan_reference, {k: (None if v is None else v.double()) for k, v in x.items()}, True)
@@ -353,15 +357,17 @@ def test_compiled_kernels_every_tile_shape(monkeypatch, tile):
 @pytest.mark.cuda
 @on_gpu
 @needs_triton
-@pytest.mark.parametrize("stages,maxnreg", [(2, None), (3, None), (1, 168), (2, 168), (2, 128)], ids=str)
+@pytest.mark.parametrize("stages,maxnreg,vec", [(2, None, 0), (3, None, 0), (1, 168, 0), (2, 168, 0), (2, 128, 0),
+                                                (1, 128, 4), (3, 168, 4)], ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_compiled_backward_pipelined_and_register_capped(monkeypatch, stages, maxnreg, dtype):
-    """The backward with its chunk loop software-pipelined and/or its registers capped (spilling) computes
-    the same scan as the reference, fp32 and bf16, and the spread layout both on and off."""
+def test_compiled_backward_pipelined_and_register_capped(monkeypatch, stages, maxnreg, vec, dtype):
+    """The backward with its chunk loop software-pipelined, its registers capped (spilling) and/or its token
+    offsets as runs of 4 computes the same scan as the reference, fp32 and bf16, spread layout on and off."""
     from srstudy.models import scan_triton
 
     monkeypatch.setitem(scan_triton.CONFIG, "bwd_stages", {"default": stages})
     monkeypatch.setitem(scan_triton.CONFIG, "bwd_maxnreg", {"default": maxnreg})
+    monkeypatch.setitem(scan_triton.CONFIG, "bwd_vec", {"default": vec})
     monkeypatch.setitem(scan_triton.CONFIG, "min_programs", 0)  # the main tiles at every shape
     tol = 2e-5 if dtype == torch.float32 else 1.5e-2
     for spread in (True, False):
@@ -410,6 +416,7 @@ def test_pick_scan_config_takes_the_fastest_backward_per_dtype():
     }}
     chosen, log = mod.pick(report)
     assert chosen["bwd_maxnreg"]["float32"] == 128 and chosen["bwd_stages"]["float32"] == 1
+    assert chosen["bwd_vec"] == {"default": 0, "float32": 0, "bfloat16": 0}
     assert chosen["bwd_stages"]["bfloat16"] == 3 and set(chosen["bwd_spread"]) == {"float32", "bfloat16"}
     assert chosen["bwd_maxnreg"]["bfloat16"] == scan_triton.CONFIG["bwd_maxnreg"].get(
         "bfloat16", scan_triton.CONFIG["bwd_maxnreg"]["default"])  # not overridden by the winning row

@@ -5,7 +5,7 @@
 Reads the rows `D<Dm>/<dtype>/triton_default` and `D<Dm>/<dtype>/triton{...}` (the shipped kernels
 under each CONFIG override), takes per dtype the row with the least forward + backward at `--shape`
 (the student's D 64 by default), and prints one JSON object of CONFIG entries (`bwd_stages`,
-`bwd_maxnreg` by dtype name, `bwd_spread` as the dtype names it is on for) for
+`bwd_maxnreg`, `bwd_vec` by dtype name, `bwd_spread` as the dtype names it is on for) for
 `bench_train_step.py --scan-config`; the choice and its margin over the shipped CONFIG go to stderr.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 
 from srstudy.models.scan_triton import CONFIG
 
-KEYS = ("bwd_stages", "bwd_maxnreg")
+KEYS = ("bwd_stages", "bwd_maxnreg", "bwd_vec")
 
 
 def _entry(overrides: dict, key: str, dtype: str):

@@ -56,6 +56,7 @@ def _launch_values(mod, which: str, tile: tuple[int, ...]) -> dict:
     # variants/scan_triton_seq.py: a backward of T-token segments (the states the forward stored)
     vals.update(SEG=T, n_segs=L // T)
     vals["STAGES"] = 1  # the backward's chunk loop not software-pipelined (--set STAGES=2: pipelined)
+    vals["VEC"] = 0  # the backward's token offsets as they are (--set VEC=4: runs of 4, CONFIG["bwd_vec"])
     return vals, warps
 
 

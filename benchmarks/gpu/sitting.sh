@@ -125,7 +125,8 @@ scan_variants() {  # the scan variants under benchmarks/gpu/variants/ against th
     > "$R/scan_tiles_variants.log" 2>&1
   grep -E "^(shape|D[0-9])" "$R/scan_tiles_variants.log" | grep -v "{"
 }
-SCAN_CONFIGS=${SCAN_CONFIGS:-'[{"bwd_stages": {"default": 2}}, {"bwd_stages": {"default": 3}}, {"bwd_maxnreg": {"default": 168}}, {"bwd_stages": {"default": 2}, "bwd_maxnreg": {"default": 168}}, {"bwd_maxnreg": {"default": 128}}, {"bwd_stages": {"default": 2}, "bwd_maxnreg": {"default": 128}}, {"bwd_spread": true, "bwd_stages": {"default": 2}, "bwd_maxnreg": {"default": 168}}, {"bwd_stages": {"default": 3}, "bwd_maxnreg": {"default": 168}}]'}
+# session 9 swept registers and stages (scan_configs_h200.json); next: bf16 with float32's layout (bwd_vec 4, spread)
+SCAN_CONFIGS=${SCAN_CONFIGS:-'[{"bwd_spread": true, "bwd_vec": {"default": 4}, "bwd_maxnreg": {"default": 128}}, {"bwd_spread": true, "bwd_vec": {"default": 4}, "bwd_maxnreg": {"default": 168}}, {"bwd_spread": true, "bwd_vec": {"default": 4}, "bwd_stages": {"default": 3}, "bwd_maxnreg": {"default": 168}}, {"bwd_vec": {"default": 4}}]'}
 stage_scanconf() { with_mamba_ssm scan_configs; }
 scan_configs() {  # issue 15: the backward pipelined / register-capped (SCAN_CONFIGS), then the step with the fastest
   el "scan backward CONFIGs at the training shapes"
