@@ -23,7 +23,7 @@ from srstudy.models.scan import resolve_backend
 from timing import median_ms
 
 
-def _version(package: str) -> str | None:
+def package_version(package: str) -> str | None:
     """The installed version of `package`, or None when it is not installed."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -66,7 +66,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = DVMSR(preset(args.preset)).to(device).eval()
     out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "torch": torch.__version__, "triton": _version("triton"), "mamba_ssm": _version("mamba_ssm"),
+           "torch": torch.__version__, "triton": package_version("triton"), "mamba_ssm": package_version("mamba_ssm"),
            "preset": args.preset, "times_ms": {}}
     if args.cuda_graphs and device.type != "cuda":
         out["cuda_graphs"] = f"not timed: CUDA graphs need a CUDA device, this run is on {device}"

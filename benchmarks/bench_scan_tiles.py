@@ -26,6 +26,7 @@ import torch.nn.functional as F
 import triton
 from triton.testing import do_bench
 
+from bench_dvmsr_inference import package_version
 from srstudy.models import scan as S
 from srstudy.models import scan_triton as ST
 
@@ -130,6 +131,12 @@ def bench_conv(report):
             print(key, report["conv"][key], flush=True)
 
 
+def _mamba_ssm_version() -> str:
+    """mamba-ssm's installed version, or why its kernel cannot run here."""
+    why = S._mamba_ssm_fn()[1]
+    return f"unavailable: {why}" if why else (package_version("mamba_ssm") or "imports, version unknown")
+
+
 def load_module(name, path):
     spec = importlib.util.spec_from_file_location(f"scan_variant_{name}", path)
     mod = importlib.util.module_from_spec(spec)
@@ -149,7 +156,7 @@ def main():
                     "'[{\"bwd_stages\": {\"default\": 2}}]'")
     args = ap.parse_args()
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-              "mamba_ssm": S._mamba_ssm_fn()[1] or "available", "shapes": "B 128, L 4096, N 16, D 64 / 120",
+              "mamba_ssm": _mamba_ssm_version(), "shapes": "B 128, L 4096, N 16, D 64 / 120",
               "scan": {}, "conv": {}}
     mamba = [("mamba_ssm", S.selective_scan_cuda)] if S._mamba_ssm_fn()[0] is not None else []
     rows = []

@@ -57,29 +57,19 @@ __all__ = ["selective_scan_triton", "triton_unavailable", "CONFIG", "BLOCK_L"]
 #: A launch of fewer programs than ``min_programs`` (batch-1 inference: Bt·Dm/G ≈ 60) takes the
 #: ``*_few`` tiles instead: longer chunks and more warps per program, or the GPU idles.
 CONFIG = {"fwd": (32, 2, 1), "bwd": (32, 1, 1),  # fastest at B 128 × L 4096 × D 64/120 on an H200
-          # batch-1 inference at LR 256² (B 1 × L 65,536 × D 120) on an H200, forward: (128, 1, 4) 1.01 ms,
-          # (512, 1, 8) 0.47, (1024, 1, 16) 0.46, mamba_ssm 0.78 (benchmarks/results/scan_few_tiles_h200.json)
+          # batch 1, LR 256² (B 1 × L 65,536 × D 120): forward 0.46 ms (mamba_ssm 0.78, (128, 1, 4) 1.01)
           "fwd_few": (1024, 1, 16), "bwd_few": (128, 1, 8), "min_programs": 512,
-          # the backward's per-token rows spread over N (`_load_tok`) for inputs of these dtypes
-          # (True: all, False: none): fewer warp shuffles in the sm_90 SASS (690 -> 478 a chunk,
-          # Triton 3.6); H200, B 128 × L 4096: float32 backward 4.47 -> 4.02 ms at D 64, 8.31 -> 7.39
-          # at D 120; bfloat16 slower (4.34 -> 5.66, 7.97 -> 10.43), so float32 only
-          # (benchmarks/results/scan_tiles_variants_h200.json)
+          # The backward, by input dtype. bwd_spread: per-token rows spread over N (`_load_tok`; fewer
+          # shuffles; slower in bf16). bwd_stages: its chunk loop software-pipelined over this many
+          # stages (`tl.range(num_stages=)`, cp.async loads; 1: not). bwd_maxnreg: registers a thread
+          # (None: the compiler's ~230, 8 one-warp programs an SM; 128: 16). bwd_vec: token offsets
+          # written as runs of this many tokens, giving 16-bit inputs float32's 4-a-thread layout (off
+          # until timed). The backward waits on latency: on an H200 the caps took fp32 fwd+bwd from
+          # 4.67 to 4.00 ms at D 64 (mamba_ssm 4.48). Measurements and SASS counts:
+          # benchmarks/gpu/NOTES_issue15.md, benchmarks/results/scan_configs*_h200.json.
           "bwd_spread": ("float32",),
-          # the backward's chunk loop software-pipelined over this many stages (`tl.range(num_stages=)`:
-          # the next chunks' loads go to shared memory by cp.async while this chunk computes; 1: not
-          # pipelined), and the registers a thread may use (None: the compiler's choice, ~230 here, which
-          # allows 8 one-warp programs an SM; 168 allows 12 and 128 allows 16, at a few spilled values).
-          # By input dtype name ("default" for the others). The backward waits on latency, not on
-          # issue: on an H200 at B 128 × L 4096 (fwd + bwd, ms, D 64 / D 120) float32 4.67 / 8.61 ->
-          # 4.00 / 7.43 with 128 registers (mamba_ssm 4.48 / 8.36); bfloat16 4.92 / 9.10 -> 4.55 / 8.33
-          # with 3 stages and 168 (mamba_ssm 3.65 / 6.70); pipelining slows float32
-          # (benchmarks/results/scan_configs_h200.json, scan_configs2_h200.json)
-          "bwd_stages": {"default": 1, "bfloat16": 3}, "bwd_maxnreg": {"default": None, "float32": 128, "bfloat16": 168},
-          # the backward's token offsets written as runs of this many contiguous tokens (0: as they are),
-          # so 16-bit inputs get float32's 4-token-a-thread layout instead of 8 (compiled for sm_90 with
-          # bfloat16 inputs, spread layout: 2669 -> 1873 instructions, 572 -> 460 shuffles a chunk, the
-          # float32 kernel's shape; float32 unchanged). Not yet timed on a GPU: off.
+          "bwd_stages": {"default": 1, "bfloat16": 3},
+          "bwd_maxnreg": {"default": None, "float32": 128, "bfloat16": 168},
           "bwd_vec": {"default": 0}}
 BLOCK_L = CONFIG["fwd"][0]
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x·log2 e)
