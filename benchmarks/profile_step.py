@@ -33,6 +33,9 @@ def main() -> None:
     lr = torch.rand(args.batch, 3, 64, 64, generator=g).to(device)
     hr = F.interpolate(lr, scale_factor=4, mode="bicubic").clamp(0, 1)
     with open(args.out, "w") as out:
+        import triton  # the versions and card the profile was taken on head the file
+        out.write(f"# {torch.cuda.get_device_name(device)}, torch {torch.__version__}, triton {triton.__version__}, "
+                  f"scan CONFIG overrides {args.scan_config or 'none'}\n")
         for impl in args.impls.split(","):
             for precision in args.precisions.split(","):
                 try:
