@@ -9,18 +9,24 @@ PyTorch LayerNorms) with the same weights; `<backend>_vs_reference_ratio_lr<s>` 
 `--cuda-graphs` also times each backend's forward replayed from a CUDA graph
 (`srstudy.models.cuda_graph.capture_forward`, rows `<backend>+graph`, with the largest
 |graph − eager| difference per size): batch-1 inference is bound by launching kernels.
+
+Batch-1 eager forwards are bound by the host, whose speed drifts over seconds: the rows are timed
+in turns, `--rounds` times `--repeats` forwards each, and each row's median is over all of them.
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
+import statistics
 
 import torch
 
 from srstudy.measure.inference import resolve_device
 from srstudy.models.dvmsr import DVMSR, preset
+from srstudy.measure.timing import device_sync, time_ms
 from srstudy.models.scan import resolve_backend
-from timing import median_ms
 
 
 def package_version(package: str) -> str | None:
@@ -33,47 +39,13 @@ def package_version(package: str) -> str | None:
         return None
 
 
-def time_graphed(model, x: torch.Tensor, name: str, size: int, out: dict, args) -> None:
-    """`<name>+graph` row: the forward captured into a CUDA graph for `x`'s shape, timed like
-    the eager one, and its largest difference from the eager output (a capture that fails is
-    recorded with its error, not hidden)."""
-    from srstudy.models.cuda_graph import capture_forward
-
-    row = out["times_ms"].setdefault(f"{name}+graph", {})
-    try:
-        run = capture_forward(model, x, warmup=max(args.warmup, 1))
-        with torch.no_grad():
-            diff = (run(x).clone() - model(x)).abs().max().item()
-        out.setdefault("graph_max_abs_diff_vs_eager", {})[f"{name}_lr{size}"] = diff
-        row[f"lr{size}"] = median_ms(lambda: run(x), x.device, args.repeats, args.warmup)
-    except Exception as e:  # noqa: BLE001 — recorded in the results: which backend could not be captured, and why
-        row[f"lr{size}"] = f"capture failed: {type(e).__name__}: {e}"[:300]
-    print(f"{name}+graph", size, row[f"lr{size}"])
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--sizes", default="64,256")
-    ap.add_argument("--backends", default="chunked,triton,cuda")
-    ap.add_argument("--preset", default="dvmsr")
-    ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--cuda-graphs", action="store_true", help="also time each backend replayed from a CUDA graph")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-    device = resolve_device(args.device)
+def build_models(args, device: torch.device, out: dict) -> dict[str, torch.nn.Module]:
+    """One network per backend, all with the same weights: srstudy's on each scan backend (its own
+    copy, so the backends can be timed in turns) and the mamba_ssm reference. A backend that cannot
+    run here is recorded as skipped, with why."""
     torch.manual_seed(0)
-    model = DVMSR(preset(args.preset)).to(device).eval()
-    out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "torch": torch.__version__, "triton": package_version("triton"), "mamba_ssm": package_version("mamba_ssm"),
-           "preset": args.preset, "times_ms": {}}
-    if args.cuda_graphs and device.type != "cuda":
-        out["cuda_graphs"] = f"not timed: CUDA graphs need a CUDA device, this run is on {device}"
-        print(out["cuda_graphs"])
-    x_check = torch.rand(1, 3, 48, 40, device=device)
-    y_check = {}
-    srstudy_model = model
+    srstudy_model = DVMSR(preset(args.preset)).to(device).eval()
+    models = {}
     for name in args.backends.split(","):
         try:
             if name == "reference":  # same weights: mamba_ssm's Mamba keeps the mixer's parameter names
@@ -82,25 +54,75 @@ def main() -> None:
                 model = reference_dvmsr(preset(args.preset)).to(device).eval()
                 model.load_state_dict(srstudy_model.state_dict())
             else:
-                model = srstudy_model
-                model.set_scan_backend(resolve_backend(name, device))
+                model = copy.deepcopy(srstudy_model).set_scan_backend(resolve_backend(name, device))
         except (RuntimeError, ImportError) as e:
             out["times_ms"][name] = {"skipped": f"{type(e).__name__}: {e}"[:300]}
             continue
-        out["times_ms"][name] = {}
-        with torch.no_grad():
-            y_check[name] = model(x_check)
-        for s in (int(x) for x in args.sizes.split(",")):
-            x = torch.rand(1, 3, s, s, device=device)
-            with torch.no_grad():
+        models[name] = model
+    return models
+
+
+def forwards(models: dict, sizes: list[int], device: torch.device, args, out: dict) -> dict[str, object]:
+    """The callables to time, by row and size: each eager forward, and with `--cuda-graphs` each forward
+    captured into a CUDA graph (`<backend>+graph`; a capture that fails is recorded with its error,
+    not hidden, and the largest |graph − eager| difference is recorded per size)."""
+    from srstudy.models.cuda_graph import capture_forward
+
+    fns = {}
+    for name, model in models.items():
+        for s in sizes:
+            x = torch.rand(1, 3, s, s, device=device, generator=torch.Generator(device).manual_seed(s))
+            fns[(name, s)] = functools.partial(model, x)
+            if not (args.cuda_graphs and device.type == "cuda"):
+                continue
+            try:
+                run = capture_forward(model, x, warmup=max(args.warmup, 1))
+                with torch.no_grad():
+                    diff = (run(x).clone() - model(x)).abs().max().item()
+                out.setdefault("graph_max_abs_diff_vs_eager", {})[f"{name}_lr{s}"] = diff
+                fns[(f"{name}+graph", s)] = functools.partial(run, x)
+            except Exception as e:  # noqa: BLE001 — recorded in the results: which backend could not be captured, and why
+                out["times_ms"].setdefault(f"{name}+graph", {})[f"lr{s}"] = f"capture failed: {type(e).__name__}: {e}"[:300]
+    return fns
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--sizes", default="64,256")
+    ap.add_argument("--backends", default="chunked,triton,cuda")
+    ap.add_argument("--preset", default="dvmsr")
+    ap.add_argument("--repeats", type=int, default=20, help="timed forwards per row and size in each round")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="rounds over every row in turn (the host's speed drifts; each row's median is over all rounds)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--cuda-graphs", action="store_true", help="also time each backend replayed from a CUDA graph")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    sizes = [int(v) for v in args.sizes.split(",")]
+    out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "torch": torch.__version__, "triton": package_version("triton"), "mamba_ssm": package_version("mamba_ssm"),
+           "preset": args.preset, "rounds": args.rounds, "repeats_per_round": args.repeats, "times_ms": {}}
+    if args.cuda_graphs and device.type != "cuda":
+        out["cuda_graphs"] = f"not timed: CUDA graphs need a CUDA device, this run is on {device}"
+        print(out["cuda_graphs"])
+    models = build_models(args, device, out)
+    x_check = torch.rand(1, 3, 48, 40, device=device)
+    with torch.no_grad():
+        y_check = {name: model(x_check) for name, model in models.items()}
+        fns = forwards(models, sizes, device, args, out)
+        samples = {key: [] for key in fns}
+        for _ in range(args.rounds):  # every row in turn, so a slow spell of the host hits them all
+            for key, fn in fns.items():
                 try:
-                    out["times_ms"][name][f"lr{s}"] = median_ms(lambda: model(x), device, args.repeats, args.warmup)
+                    samples[key] += time_ms(fn, repeats=args.repeats, warmup=args.warmup, sync=device_sync(device))
                 except torch.OutOfMemoryError as e:
-                    out["times_ms"][name][f"lr{s}"] = f"OOM: {e}"[:200]
+                    samples[key] = f"OOM: {e}"[:200]
                     torch.cuda.empty_cache()
-            print(name, s, out["times_ms"][name][f"lr{s}"])
-            if args.cuda_graphs and device.type == "cuda":
-                time_graphed(model, x, name, s, out, args)
+    for (name, s), got in samples.items():
+        out["times_ms"].setdefault(name, {})[f"lr{s}"] = statistics.median(got) if isinstance(got, list) else got
+        print(name, s, out["times_ms"][name][f"lr{s}"])
     if "chunked" in y_check:  # same network, same input: every backend's output vs chunked's
         out["max_abs_diff_vs_chunked"] = {n: (y - y_check["chunked"]).abs().max().item()
                                           for n, y in y_check.items() if n != "chunked"}
@@ -108,7 +130,7 @@ def main() -> None:
     for mine, other in (("chunked", "cuda"), ("triton", "cuda"), ("triton", "chunked"), ("triton", "reference"),
                         ("cuda", "reference"), ("triton+graph", "reference"), ("triton+graph", "reference+graph"),
                         ("triton+graph", "triton"), ("cuda+graph", "reference+graph")):
-        for s in args.sizes.split(","):
+        for s in sizes:
             a, b = t.get(mine, {}).get(f"lr{s}"), t.get(other, {}).get(f"lr{s}")
             if isinstance(a, float) and isinstance(b, float):
                 out[f"{mine}_vs_{other}_ratio_lr{s}"] = a / b

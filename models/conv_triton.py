@@ -17,6 +17,9 @@ import torch
 import triton
 import triton.language as tl
 
+from .grad_mode import records_grad
+from .scan_triton import tokens_inner
+
 __all__ = ["causal_conv1d_silu"]
 
 BLOCK = {"fwd": 1024, "bwd": 512}  # tokens per step of a program
@@ -82,16 +85,21 @@ def _launch_shape(x: torch.Tensor) -> tuple[int, int]:
     return Bt * Dm, triton.cdiv(L, SPAN)
 
 
+def _forward(x, weight, bias):
+    """Launch the forward kernel: (u, x as launched, the (Dm, K) weight)."""
+    x = tokens_inner(x)  # tokens innermost and a dense layout: the kernels index rows by two strides
+    Bt, Dm, L = x.shape
+    w = weight.reshape(Dm, -1).contiguous()
+    u = torch.empty_like(x)
+    _fwd_kernel[_launch_shape(x)](x, w, w if bias is None else bias, u, Dm, L, x.stride(0), x.stride(1),
+                                  K=w.shape[1], HAS_BIAS=bias is not None, BLOCK=BLOCK["fwd"], SPAN=SPAN)
+    return u, x, w
+
+
 class _CausalConvSiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
-        if x.stride(-1) != 1 or torch.empty_like(x).stride() != x.stride():
-            x = x.contiguous()  # tokens innermost and a dense layout: the kernels index rows by two strides
-        Bt, Dm, L = x.shape
-        w = weight.reshape(Dm, -1).contiguous()
-        u = torch.empty_like(x)
-        _fwd_kernel[_launch_shape(x)](x, w, w if bias is None else bias, u, Dm, L, x.stride(0), x.stride(1),
-                                      K=w.shape[1], HAS_BIAS=bias is not None, BLOCK=BLOCK["fwd"], SPAN=SPAN)
+        u, x, w = _forward(x, weight, bias)
         ctx.save_for_backward(x, w, bias)
         ctx.weight_shape = weight.shape
         return u
@@ -120,4 +128,6 @@ def causal_conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     if x.dim() != 3 or weight.numel() % x.shape[1]:
         raise ValueError(f"causal_conv1d_silu needs x (Bt, Dm, L) and a (Dm, 1, K) weight; got x {tuple(x.shape)}, "
                          f"weight {tuple(weight.shape)}")
-    return _CausalConvSiLU.apply(x, weight, bias)
+    if records_grad(x, weight, bias):
+        return _CausalConvSiLU.apply(x, weight, bias)
+    return _forward(x, weight, bias)[0]  # inference

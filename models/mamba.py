@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .grad_mode import records_grad
 from .scan import _exporting, resolve_backend, selective_scan
 
 #: Scan backends whose kernels take strided (channel-major) activations: the mixer's GPU path.
@@ -201,13 +202,17 @@ def _project_halves(proj: nn.Module, cols: torch.Tensor, rows: int) -> tuple[tor
     """`proj` applied to every column of `cols` : (in, M), its output rows [:rows] and [rows:] as two
     separate (rows, M) matrices (W[:rows] @ cols, W[rows:] @ cols; bias-free maps).
 
-    Two matmuls rather than one sliced in two: the gradients of the halves (the conv's and the
-    scan's) then flow into the input's gradient as two matmuls, where slicing one (2·rows, M)
-    output would make autograd zero-fill a buffer of that size per half and add the two."""
+    Two matmuls rather than one sliced in two when autograd records them: the gradients of the
+    halves (the conv's and the scan's) then flow into the input's gradient as two matmuls, where
+    slicing one (2·rows, M) output would make autograd zero-fill a buffer of that size per half
+    and add the two. Without autograd (inference) one matmul, and the halves are its row blocks."""
     if isinstance(proj, LowRankLinear):
         w, cols = proj.up.weight, proj.down.weight @ cols  # cols : (r, M)
     else:
         w = proj.weight
+    if not records_grad(w, cols):
+        both = w @ cols  # both : (2·rows, M)
+        return both[:rows], both[rows:]
     return w[:rows] @ cols, w[rows:] @ cols
 
 

@@ -16,6 +16,9 @@ import torch.nn as nn
 import triton
 import triton.language as tl
 
+from .grad_mode import records_grad
+from .scan import _exporting
+
 __all__ = ["layer_norm", "fused_layer_norm"]
 
 TILE = 4096  # rows × channels (padded to a power of two) per program
@@ -30,7 +33,7 @@ def _rows(pid, M, C, ROWS: tl.constexpr, C_P2: tl.constexpr):
 
 @triton.jit
 def _fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, M, C, sx_r, sx_c, eps,
-                ROWS: tl.constexpr, C_P2: tl.constexpr):
+                ROWS: tl.constexpr, C_P2: tl.constexpr, STATS: tl.constexpr):
     r, c, m = _rows(tl.program_id(0), M, C, ROWS, C_P2)
     x = tl.load(x_ptr + r.to(tl.int64) * sx_r + c.to(tl.int64) * sx_c, mask=m, other=0.0).to(tl.float32)
     mean = tl.sum(x, axis=1, keep_dims=True) / C
@@ -39,8 +42,9 @@ def _fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, M, C, sx_r, sx_c
     w = tl.load(w_ptr + c, mask=c < C, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + c, mask=c < C, other=0.0).to(tl.float32)
     tl.store(y_ptr + r.to(tl.int64) * C + c, (xc * rstd * w + b).to(y_ptr.dtype.element_ty), mask=m)
-    tl.store(mean_ptr + r, mean, mask=r < M)
-    tl.store(rstd_ptr + r, rstd, mask=r < M)
+    if STATS:  # for the backward (inference stores none)
+        tl.store(mean_ptr + r, mean, mask=r < M)
+        tl.store(rstd_ptr + r, rstd, mask=r < M)
 
 
 @triton.jit
@@ -68,21 +72,28 @@ def _tile(C: int) -> tuple[int, int]:
     return max(1, TILE // C_P2), C_P2
 
 
+def _forward(x, weight, bias, eps, out_dtype, stats: bool):
+    """Launch the forward kernel: (y, x as (rows, C), mean, 1/σ). `stats`: also store each row's mean
+    and 1/σ, which the backward reads (else they are None)."""
+    C = x.shape[-1]
+    x2 = x if x.dim() == 2 else _rows_view(x)
+    M = x2.shape[0]
+    ROWS, C_P2 = _tile(C)
+    y = torch.empty(M, C, device=x.device, dtype=out_dtype)
+    mean, rstd = (torch.empty(M, device=x.device, dtype=torch.float32) for _ in range(2)) if stats else (None, None)
+    _fwd_kernel[(triton.cdiv(M, ROWS),)](x2, weight, bias, y, y if mean is None else mean, y if rstd is None else rstd,
+                                         M, C, x2.stride(0), x2.stride(1), eps, ROWS=ROWS, C_P2=C_P2, STATS=stats,
+                                         num_warps=4)
+    return y.view(x.shape), x2, mean, rstd
+
+
 class _LayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps, out_dtype):
-        C = x.shape[-1]
-        x2 = x if x.dim() == 2 else _rows_view(x)
-        M = x2.shape[0]
-        ROWS, C_P2 = _tile(C)
-        y = torch.empty(M, C, device=x.device, dtype=out_dtype)
-        mean = torch.empty(M, device=x.device, dtype=torch.float32)
-        rstd = torch.empty(M, device=x.device, dtype=torch.float32)
-        _fwd_kernel[(triton.cdiv(M, ROWS),)](x2, weight, bias, y, mean, rstd, M, C, x2.stride(0), x2.stride(1),
-                                             eps, ROWS=ROWS, C_P2=C_P2, num_warps=4)
+        y, x2, mean, rstd = _forward(x, weight, bias, eps, out_dtype, stats=True)
         ctx.save_for_backward(x2, weight, mean, rstd)
         ctx.x_shape = x.shape
-        return y.view(x.shape)
+        return y
 
     @staticmethod
     def backward(ctx, dy):
@@ -110,14 +121,14 @@ def _rows_view(x: torch.Tensor) -> torch.Tensor:
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """LayerNorm over the last axis with the Triton kernels (see the module docstring)."""
     out_dtype = torch.float32 if torch.is_autocast_enabled(x.device.type) else x.dtype
-    return _LayerNorm.apply(x, weight, bias, eps, out_dtype)
+    if records_grad(x, weight, bias):
+        return _LayerNorm.apply(x, weight, bias, eps, out_dtype)
+    return _forward(x, weight, bias, eps, out_dtype, stats=False)[0]  # inference
 
 
 def fused_layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     """`norm(x)`, through the Triton kernels on CUDA (affine, last-axis norms), else through PyTorch."""
     if x.is_cuda and norm.elementwise_affine and len(norm.normalized_shape) == 1 and norm.bias is not None:
-        from .scan import _exporting
-
         if not _exporting():
             return layer_norm(x, norm.weight, norm.bias, norm.eps)
     return norm(x)

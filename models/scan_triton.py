@@ -48,6 +48,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .grad_mode import records_grad
+
 __all__ = ["selective_scan_triton", "triton_unavailable", "CONFIG", "BLOCK_L"]
 
 #: (tokens per chunk, channels per program, warps per program[, token tiles]) of the forward and
@@ -187,13 +189,14 @@ def _fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_pt
                 Dm, L, N, n_chunks, n_groups, su_b, su_d, sB_b, sB_n,
                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr, G: tl.constexpr,
-                TOK: tl.constexpr):
+                TOK: tl.constexpr, STATES: tl.constexpr):
     b, d, n, t, dm, nm, A2, bias, Dd, row, bc = _program(
         A_ptr, D_ptr, bias_ptr, Dm, N, n_groups, su_b, su_d, sB_b, sB_n, HAS_D, HAS_BIAS, N_P2, BLOCK, G, 0)
     hc_rows = ((b * Dm + d) * n_chunks) * N + n                                 # (G, N, 1)
     h = tl.zeros([G, N_P2, 1], dtype=tl.float32)
     for c in range(n_chunks):
-        tl.store(hc_ptr + hc_rows + c * N, h, mask=dm & nm)                     # state entering chunk c
+        if STATES:  # for the backward (inference stores none)
+            tl.store(hc_ptr + hc_rows + c * N, h, mask=dm & nm)                 # state entering chunk c
         tt, tm, m1, mB, u, dt, raw, dtu, Bv, Cv, bb, hs = _chunk(
             u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, n, t, dm, nm, A2, bias, h, L, SOFTPLUS, BLOCK, TOK, False)
         y = tl.sum(hs * Cv, axis=1, keep_dims=True)                             # y : (G, 1, T)
@@ -285,10 +288,21 @@ def _like(x: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
     return torch.empty_like(ref, dtype=x.dtype).copy_(x)
 
 
-def _tokens_inner(x: torch.Tensor) -> torch.Tensor:
+def dense(x: torch.Tensor) -> bool:
+    """Whether `x`'s elements fill one gap-free block of memory in some order of its axes (then
+    ``torch.empty_like(x)`` has `x`'s strides): size-1 axes aside, its strides sorted are 1 and
+    the running products of the sizes."""
+    expected = 1
+    for stride, size in sorted((st, sz) for st, sz in zip(x.stride(), x.shape) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def tokens_inner(x: torch.Tensor) -> torch.Tensor:
     """`x` as it is if its tokens (last axis) are contiguous and its layout dense, else a contiguous copy."""
-    dense = x.is_contiguous() or torch.empty_like(x).stride() == x.stride()
-    return x if (x.stride(-1) == 1 and dense) else x.contiguous()
+    return x if (x.stride(-1) == 1 and (x.is_contiguous() or dense(x))) else x.contiguous()
 
 
 def _few_programs(Bt: int, Dm: int, on_gpu: bool) -> bool:
@@ -318,30 +332,38 @@ def _tile(which: str, Dm: int, N: int, block: int | None, few: bool) -> tuple[in
     return (block or T), min(G, _next_pow2(Dm)), warps, (_next_pow2(N) if tok and tok[0] else 1)
 
 
+def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, block, states: bool):
+    """Launch the forward kernel: (y, the kernels' inputs as launched, tile facts). `states`: also store
+    the state entering every chunk, (Bt, Dm, n_chunks, N), which the backward starts from (else None)."""
+    u = tokens_inner(u)
+    delta, z = _like(delta, u), _like(z, u)
+    B, C = tokens_inner(B), tokens_inner(C)
+    C = _like(C, B)
+    Bt, Dm, L = u.shape
+    N = A.shape[1]
+    few = _few_programs(Bt, Dm, u.is_cuda)
+    T, G, warps, TOK = _tile("fwd", Dm, N, block, few)
+    n_chunks, n_groups = max(1, math.ceil(L / T)), math.ceil(Dm / G)
+    Af = A.float().contiguous()
+    Df = None if D is None else D.float().contiguous()
+    bf = None if delta_bias is None else delta_bias.float().contiguous()
+    y = torch.empty_like(u)
+    hc = torch.empty(Bt, Dm, n_chunks, N, device=u.device, dtype=torch.float32) if states else None
+    _fwd_kernel[(Bt * n_groups,)](
+        u, delta, Af, B, C, _or(Df, Af), _or(z, u), _or(bf, Af), y, _or(hc, Af),
+        Dm, L, N, n_chunks, n_groups, u.stride(0), u.stride(1), B.stride(0), B.stride(1),
+        HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=bf is not None,
+        SOFTPLUS=bool(delta_softplus), N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, STATES=states, num_warps=warps,
+    )
+    return y, (u, delta, Af, B, C, Df, z, bf, hc), T, few
+
+
 class _TritonScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, block):
-        u = _tokens_inner(u)
-        delta, z = _like(delta, u), _like(z, u)
-        B, C = _tokens_inner(B), _tokens_inner(C)
-        C = _like(C, B)
-        Bt, Dm, L = u.shape
-        N = A.shape[1]
-        few = _few_programs(Bt, Dm, u.is_cuda)
-        T, G, warps, TOK = _tile("fwd", Dm, N, block, few)
-        n_chunks, n_groups = max(1, math.ceil(L / T)), math.ceil(Dm / G)
-        Af = A.float().contiguous()
-        Df = None if D is None else D.float().contiguous()
-        bf = None if delta_bias is None else delta_bias.float().contiguous()
-        y = torch.empty_like(u)
-        hc = torch.empty(Bt, Dm, n_chunks, N, device=u.device, dtype=torch.float32)  # chunk entry states
-        _fwd_kernel[(Bt * n_groups,)](
-            u, delta, Af, B, C, _or(Df, Af), _or(z, u), _or(bf, Af), y, hc,
-            Dm, L, N, n_chunks, n_groups, u.stride(0), u.stride(1), B.stride(0), B.stride(1),
-            HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=bf is not None,
-            SOFTPLUS=bool(delta_softplus), N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, num_warps=warps,
-        )
-        ctx.save_for_backward(u, delta, Af, B, C, Df, z, bf, hc)
+        y, saved, T, few = _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, block, states=True)
+        ctx.save_for_backward(*saved)
+        Dm, N = A.shape
         # the backward's CONFIG is read now: autograd runs it later, maybe under another CONFIG
         ctx.launch = dict(tile=_tile("bwd", Dm, N, block, few), spread=_spread_backward(u.dtype),
                           stages=_by_dtype("bwd_stages", u.dtype), vec=_by_dtype("bwd_vec", u.dtype),
@@ -361,7 +383,7 @@ class _TritonScan(torch.autograd.Function):
         if T % T_fwd:  # the forward stored the state entering every T_fwd tokens: read every T/T_fwd-th
             T = T_fwd
         n_chunks, n_groups = max(1, math.ceil(L / T)), math.ceil(Dm / G)
-        dy = _like(_tokens_inner(dy), u)
+        dy = _like(tokens_inner(dy), u)
         du, ddelta = torch.empty_like(u), torch.empty_like(u, dtype=delta.dtype)
         dz = None if z is None else torch.empty_like(u, dtype=z.dtype)
         f32 = dict(device=u.device, dtype=torch.float32)
@@ -410,4 +432,6 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
         B = B[:, 0]
     if C.dim() == 4:
         C = C[:, 0]
-    return _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size)
+    if records_grad(u, delta, A, B, C, D, z, delta_bias):
+        return _TritonScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size)
+    return _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size, states=False)[0]  # inference

@@ -39,7 +39,7 @@ FLAGS = [  # with_D, with_z, with_bias, softplus
 ]
 CONV_CASES = [(2, 3, 37, True), (1, 4, 200, False), (2, 2, 1, True), (3, 5, 64, True)]  # Bt, Dm, L, bias
 LN_CASES = [(2, 37, 32, False), (2, 37, 32, True), (1, 50, 60, True), (3, 7, 5, False)]  # B, L, C, channel-major
-N_INTERPRETED = len(CASES) * len(FLAGS) + 7 + len(CONV_CASES) + 2  # + bf16, groups, stages, forward's config, decays, 4-D B/C, DVMSR, conv, LN, mixers
+N_INTERPRETED = len(CASES) * len(FLAGS) + 7 + len(CONV_CASES) + 3  # + bf16, groups, stages, forward's config, decays, 4-D B/C, DVMSR, conv, LN, mixers, inference
 
 
 def _against_reference(shape, flags, *, device, dtype=torch.float32, seed=0):
@@ -246,6 +246,57 @@ def test_interpreted_channel_major_mixer_matches_token_major():
     _mixers_agree("cpu", lowrank=True)
 
 
+def _inference_matches_recorded(device):
+    """Without autograd each kernel launches directly (no chunk states, no LayerNorm statistics,
+    in_proj as one matmul): the same values as the recorded call, and no autograd node."""
+    from srstudy.models.conv_triton import causal_conv1d_silu
+    from srstudy.models.mamba import MambaMixer, MixerConfig
+    from srstudy.models.norm_triton import layer_norm
+
+    x = {k: (None if v is None else v.to(device=device, dtype=torch.float32))
+         for k, v in make_inputs(2, 3, 70, 4, seed=3).items()}
+    leaves = {k: (None if v is None else v.clone().requires_grad_()) for k, v in x.items()}
+    g = torch.Generator().manual_seed(0)
+    xc = torch.randn(3, 2, 50, generator=g).to(device).transpose(0, 1)  # channel-major (Bt, Dm, L)
+    w, b = torch.randn(3, 1, 4, generator=g).to(device), torch.randn(3, generator=g).to(device)
+    xn = torch.randn(2, 37, 32, generator=g).to(device) * 2 + 0.5
+    wn, bn = torch.randn(32, generator=g).to(device), torch.randn(32, generator=g).to(device)
+    mixer = MambaMixer(MixerConfig(d_model=8, d_state=4, rank=2), scan_backend="triton").to(device)
+    xm = torch.randn(2, 50, 8, generator=g).to(device)
+    calls = {
+        "scan": lambda grad: call(S.selective_scan, leaves if grad else x, True, backend="triton", chunk_size=16),
+        "conv": lambda grad: causal_conv1d_silu(xc, w.requires_grad_(grad), b),
+        "norm": lambda grad: layer_norm(xn, wn.requires_grad_(grad), bn),
+        "mixer": lambda grad: mixer._forward_channel_major(xm),
+    }
+    for name, fn in calls.items():
+        recorded = fn(True)
+        with torch.no_grad():
+            inferred = fn(False)
+        assert recorded.grad_fn is not None and inferred.grad_fn is None, name
+        assert inferred.shape == recorded.shape and inferred.stride() == recorded.stride(), name
+        tol = 1e-6 * recorded.abs().max().item() if name == "mixer" else 0.0  # in_proj: one matmul, not two
+        assert (inferred - recorded.detach()).abs().max().item() <= tol, name
+
+
+@interpreted
+def test_interpreted_inference_path_matches_the_recorded_one():
+    _inference_matches_recorded("cpu")
+
+
+@needs_triton
+def test_dense_layout_is_what_empty_like_keeps():
+    from srstudy.models.scan_triton import dense
+
+    base = torch.empty(3, 4, 5)
+    layouts = {"contiguous": base, "channel-major": base.transpose(0, 1), "permuted": base.permute(2, 0, 1),
+               "every other token": base[..., ::2], "a slice of channels": base[:, :2], "expanded": base[:1].expand(3, 4, 5)}
+    for name, t in layouts.items():
+        assert dense(t) == (torch.empty_like(t).stride() == t.stride()), name
+    assert [dense(t) for t in layouts.values()] == [True, True, True, False, False, False]
+    assert dense(torch.empty(1, 4, 5).as_strided((1, 4, 5), (999, 5, 1)))  # a size-1 axis's stride is never used
+
+
 @needs_triton
 @pytest.mark.skipif(INTERPRETING or CUDA, reason="the driver of the interpreted cases, on CPU machines")
 def test_triton_kernels_in_the_interpreter_match_reference():
@@ -297,6 +348,22 @@ def test_compiled_bf16_conv_layer_norm_and_mixers_on_cuda():
         assert max(_layer_norm_against_torch(*case, device="cuda")) <= 2e-5, case
     _mixers_agree("cuda", lowrank=False)
     _mixers_agree("cuda", lowrank=True)
+
+
+@pytest.mark.cuda
+@on_gpu
+@needs_triton
+def test_inference_path_on_cuda_matches_the_recorded_one():
+    _inference_matches_recorded("cuda")
+    from srstudy.models.dvmsr import DVMSR, preset
+
+    torch.manual_seed(0)
+    net, x = DVMSR(preset("dvmsr")).cuda().eval().set_scan_backend("triton"), torch.rand(1, 3, 40, 36, device="cuda")
+    recorded = net(x)
+    with torch.no_grad():
+        inferred = net(x)
+    assert recorded.grad_fn is not None and inferred.grad_fn is None
+    assert (inferred - recorded.detach()).abs().max().item() <= 1e-5
 
 
 @pytest.mark.cuda

@@ -20,6 +20,8 @@
 # `loopprof`: the recipe student's real trial loop profiled (benchmarks/profile_trial_loop.py).
 # `inference`: the CUDA-graph tests, then batch-1 DVMSR inference (triton, cuda, reference), eager and
 # replayed from CUDA graphs (benchmarks/bench_dvmsr_inference.py --cuda-graphs; needs /tmp/wheels).
+# `profinf`: the host time of batch-1 eager inference per backend (benchmarks/profile_inference.py).
+# `cudatests`: the CUDA tests of the models and the trial's GPU paths (needs the bundle).
 #   END_AT=$(( $(date +%s) + 1200 )) STAGES="step energy recipe study report" \
 #     setsid nohup bash benchmarks/gpu/sitting.sh > /tmp/sitting.log 2>&1 &
 # Stages run in the order STAGES names them. Results land in /tmp/out (r/*.json and logs, results.tgz, gpu_study_state.tgz, DONE).
@@ -58,6 +60,19 @@ inference() {
   grep -E "^(triton|cuda|reference)" "$R/inference.log"
 }
 stage_inference() { with_mamba_ssm inference; }
+stage_profinf() { with_mamba_ssm profile_inference; }
+profile_inference() {  # issue 15: where batch-1 eager inference spends its host time, per backend
+  el "host time of batch-1 eager inference (cProfile, torch.profiler)"
+  python3 benchmarks/profile_inference.py --sizes 64,256 --out "$R/profile_inference_h200.json" \
+    --text "$R/profile_inference_h200.txt" > "$R/profinf.log" 2>&1
+  grep -E "wall|Error" "$R/profinf.log"
+}
+stage_cudatests() {  # the CUDA tests of the models and of the trial's GPU paths (the last two need the bundle)
+  el "CUDA tests: scan, conv, LayerNorm, graphs, warm-up, device batches"
+  python3 -m pytest -q -m cuda -p no:cacheprovider tests/test_scan_triton.py tests/test_scan.py tests/test_cuda_graph.py \
+    tests/test_warmup.py tests/test_device_batches.py > "$R/cuda_tests.log" 2>&1
+  tail -3 "$R/cuda_tests.log" | tee -a "$R/timeline.txt"
+}
 stage_profile() {  # where the student step's time goes now (issue 15: the next lever)
   el "profile of the student step (triton, fp32 / tf32)"
   python3 benchmarks/profile_step.py --impls triton --precisions fp32,tf32 --rows 40 --out "$R/profile_step_triton_h200.txt" \
