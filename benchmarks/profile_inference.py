@@ -23,10 +23,8 @@ import time
 
 import torch
 
-from bench_dvmsr_inference import package_version
+from bench_dvmsr_inference import build_models, package_version
 from srstudy.measure.inference import resolve_device
-from srstudy.models.dvmsr import DVMSR, preset
-from srstudy.models.scan import resolve_backend
 from timing import median_ms
 
 
@@ -66,17 +64,6 @@ def torch_profile_top(fn, calls: int, rows: int) -> str:
     return p.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
-def build(name: str, srstudy_model: DVMSR, cfg_name: str, device: torch.device) -> torch.nn.Module:
-    """The network `name` runs: srstudy's on that scan backend, or the mamba_ssm reference with the same weights."""
-    if name == "reference":
-        from reference_net import reference_dvmsr
-
-        ref = reference_dvmsr(preset(cfg_name)).to(device).eval()
-        ref.load_state_dict(srstudy_model.state_dict())
-        return ref
-    return srstudy_model.set_scan_backend(resolve_backend(name, device))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
@@ -91,18 +78,13 @@ def main() -> None:
     device = resolve_device(args.device)
     if device.type != "cuda":
         raise SystemExit(f"--device must be a CUDA device (host time is what is measured), got {device}")
-    torch.manual_seed(0)
-    srstudy_model = DVMSR(preset(args.preset)).to(device).eval()
     out = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
            "triton": package_version("triton"), "mamba_ssm": package_version("mamba_ssm"),
-           "preset": args.preset, "wall_ms": {}, "host_ms": {}}
+           "preset": args.preset, "times_ms": {}, "wall_ms": {}, "host_ms": {}}
+    models = build_models(args, device, out)  # a backend that cannot run is in out["times_ms"], with why
+    out["skipped"] = out.pop("times_ms")
     text = []
-    for name in args.backends.split(","):
-        try:
-            model = build(name, srstudy_model, args.preset, device)
-        except (RuntimeError, ImportError) as e:
-            out["wall_ms"][name] = {"skipped": f"{type(e).__name__}: {e}"[:300]}
-            continue
+    for name, model in models.items():
         for s in (int(v) for v in args.sizes.split(",")):
             x = torch.rand(1, 3, s, s, device=device)
             fwd = lambda: model(x)  # noqa: E731
