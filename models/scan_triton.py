@@ -69,10 +69,10 @@ CONFIG = {"fwd": (32, 2, 1), "bwd": (32, 1, 1),  # fastest at B 128 × L 4096 ×
           # until timed). The backward waits on latency: on an H200 the caps took fp32 fwd+bwd from
           # 4.67 to 4.00 ms at D 64 (mamba_ssm 4.48). Measurements and SASS counts:
           # benchmarks/gpu/NOTES_issue15.md, benchmarks/results/scan_configs*_h200.json.
-          "bwd_spread": ("float32",),
-          "bwd_stages": {"default": 1, "bfloat16": 3},
+          "bwd_spread": ("float32", "bfloat16"),
+          "bwd_stages": {"default": 1},
           "bwd_maxnreg": {"default": None, "float32": 128, "bfloat16": 168},
-          "bwd_vec": {"default": 0}}
+          "bwd_vec": {"default": 0, "bfloat16": 4}}
 BLOCK_L = CONFIG["fwd"][0]
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x·log2 e)
 
