@@ -62,13 +62,14 @@ CONFIG = {"fwd": (32, 2, 1), "bwd": (32, 1, 1),  # fastest at B 128 × L 4096 ×
           # batch 1, LR 256² (B 1 × L 65,536 × D 120): forward 0.46 ms (mamba_ssm 0.78, (128, 1, 4) 1.01)
           "fwd_few": (1024, 1, 16), "bwd_few": (128, 1, 8), "min_programs": 512,
           # The backward, by input dtype. bwd_spread: per-token rows spread over N (`_load_tok`; fewer
-          # shuffles; slower in bf16). bwd_stages: its chunk loop software-pipelined over this many
-          # stages (`tl.range(num_stages=)`, cp.async loads; 1: not). bwd_maxnreg: registers a thread
-          # (None: the compiler's ~230, 8 one-warp programs an SM; 128: 16). bwd_vec: token offsets
-          # written as runs of this many tokens, giving 16-bit inputs float32's 4-a-thread layout (off
-          # until timed). The backward waits on latency: on an H200 the caps took fp32 fwd+bwd from
-          # 4.67 to 4.00 ms at D 64 (mamba_ssm 4.48). Measurements and SASS counts:
-          # benchmarks/gpu/NOTES_issue15.md, benchmarks/results/scan_configs*_h200.json.
+          # shuffles). bwd_stages: its chunk loop software-pipelined over this many stages
+          # (`tl.range(num_stages=)`, cp.async loads; 1: not). bwd_maxnreg: registers a thread (None:
+          # the compiler's ~230, 8 one-warp programs an SM; 128: 16). bwd_vec: token offsets written as
+          # runs of this many tokens, which gives 16-bit inputs float32's 4-a-thread layout (without it
+          # bf16 gets 8 a thread and a slower backward). On an H200 at D 64 (mamba_ssm 4.50 / 3.64 ms):
+          # fp32 fwd+bwd 4.67 → 4.00 ms with the cap; bf16 4.92 → 3.84 ms with spread + vec 4 + 168.
+          # Measurements, SASS counts, ncu reports: benchmarks/gpu/NOTES_issue15.md,
+          # benchmarks/results/scan_configs*_h200.json, ncu_scan_bwd_h200_*.txt.
           "bwd_spread": ("float32", "bfloat16"),
           "bwd_stages": {"default": 1},
           "bwd_maxnreg": {"default": None, "float32": 128, "bfloat16": 168},

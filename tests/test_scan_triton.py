@@ -483,8 +483,9 @@ def test_pick_scan_config_takes_the_fastest_backward_per_dtype():
     }}
     chosen, log = mod.pick(report)
     assert chosen["bwd_maxnreg"]["float32"] == 128 and chosen["bwd_stages"]["float32"] == 1
-    assert chosen["bwd_vec"] == {"default": 0, "float32": 0, "bfloat16": 0}
+    shipped = lambda key, dtype: scan_triton.CONFIG[key].get(dtype, scan_triton.CONFIG[key]["default"])  # noqa: E731
+    assert chosen["bwd_vec"] == {"default": shipped("bwd_vec", "default"), "float32": shipped("bwd_vec", "float32"),
+                                 "bfloat16": shipped("bwd_vec", "bfloat16")}  # no row set it: as shipped
     assert chosen["bwd_stages"]["bfloat16"] == 3 and set(chosen["bwd_spread"]) == {"float32", "bfloat16"}
-    assert chosen["bwd_maxnreg"]["bfloat16"] == scan_triton.CONFIG["bwd_maxnreg"].get(
-        "bfloat16", scan_triton.CONFIG["bwd_maxnreg"]["default"])  # not overridden by the winning row
+    assert chosen["bwd_maxnreg"]["bfloat16"] == shipped("bwd_maxnreg", "bfloat16")  # not overridden by the winning row
     assert len(log) == 2 and "4.000 ms vs shipped 4.600" in log[0]
