@@ -425,7 +425,7 @@ def test_compiled_kernels_every_tile_shape(monkeypatch, tile):
 @on_gpu
 @needs_triton
 @pytest.mark.parametrize("stages,maxnreg,vec", [(2, None, 0), (3, None, 0), (1, 168, 0), (2, 168, 0), (2, 128, 0),
-                                                (1, 128, 4), (3, 168, 4)], ids=str)
+                                                (1, 128, 4), (3, 168, 4), (1, 168, 4)], ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_compiled_backward_pipelined_and_register_capped(monkeypatch, stages, maxnreg, vec, dtype):
     """The backward with its chunk loop software-pipelined, its registers capped (spilling) and/or its token
