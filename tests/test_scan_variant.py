@@ -73,7 +73,7 @@ def test_interpreted_variant_forward_and_gradients_match_reference(shape, flags)
 def test_interpreted_variant_channel_groups_and_longer_backward_chunks():
     """G channels per program (more than Dm: masked channels), a backward chunk twice the forward's, token tiles."""
     mod = _variant()
-    tiles = mod.CONFIG["fwd"], mod.CONFIG["bwd"]
+    tiles, spread = (mod.CONFIG["fwd"], mod.CONFIG["bwd"]), mod.CONFIG["bwd_spread"]
     try:
         for fwd, bwd in [((8, 2, 1), (16, 4, 1)), ((8, 1, 1, 1), (16, 2, 1, 1)), ((8, 2, 1), (8, 1, 1))]:
             mod.CONFIG["fwd"], mod.CONFIG["bwd"] = fwd, bwd
@@ -83,7 +83,7 @@ def test_interpreted_variant_channel_groups_and_longer_backward_chunks():
                     assert max(errs.values()) <= 2e-5, (fwd, bwd, shape, flags, errs)
     finally:
         mod.CONFIG["fwd"], mod.CONFIG["bwd"] = tiles
-    assert mod.CONFIG["bwd_spread"] == ("float32",)  # the shipped default is back after every call
+    assert mod.CONFIG["bwd_spread"] == spread  # the shipped default is back after every call
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not importable")
@@ -95,10 +95,13 @@ def test_variant_in_the_interpreter_matches_reference():
 
 @pytest.mark.skipif(not HAS_TRITON, reason="triton not importable")
 def test_spread_backward_is_on_for_the_dtypes_config_names(monkeypatch):
-    """The shipped default spreads the backward for float32 inputs only (faster on an H200 in
-    float32, slower in bfloat16); True / False switch it for every dtype."""
+    """The shipped default spreads the backward for the dtypes it names (float32 and bfloat16, both
+    faster so on an H200; not float16, never timed); a tuple picks dtypes, True / False all of them."""
     from srstudy.models import scan_triton as ST
 
+    assert ST._spread_backward(torch.float32) and ST._spread_backward(torch.bfloat16)
+    assert not ST._spread_backward(torch.float16)
+    monkeypatch.setitem(ST.CONFIG, "bwd_spread", ("float32",))
     assert ST._spread_backward(torch.float32) and not ST._spread_backward(torch.bfloat16)
     monkeypatch.setitem(ST.CONFIG, "bwd_spread", True)
     assert ST._spread_backward(torch.bfloat16)

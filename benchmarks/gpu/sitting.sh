@@ -140,8 +140,9 @@ scan_variants() {  # the scan variants under benchmarks/gpu/variants/ against th
     > "$R/scan_tiles_variants.log" 2>&1
   grep -E "^(shape|D[0-9])" "$R/scan_tiles_variants.log" | grep -v "{"
 }
-# session 9 swept registers and stages (scan_configs_h200.json); next: bf16 with float32's layout (bwd_vec 4, spread)
-SCAN_CONFIGS=${SCAN_CONFIGS:-'[{"bwd_spread": true, "bwd_vec": {"default": 4}, "bwd_maxnreg": {"default": 128}}, {"bwd_spread": true, "bwd_vec": {"default": 4}, "bwd_maxnreg": {"default": 168}}, {"bwd_spread": true, "bwd_vec": {"default": 4}, "bwd_stages": {"default": 3}, "bwd_maxnreg": {"default": 168}}, {"bwd_vec": {"default": 4}}]'}
+# sessions 9-10 swept registers, stages and the layout (scan_configs*_h200.json). Set every key a row depends on:
+# a key a row leaves out keeps the shipped value for each dtype (session 10's first sweep left bf16 at 3 stages).
+SCAN_CONFIGS=${SCAN_CONFIGS:-'[{"bwd_spread": true, "bwd_vec": {"default": 4}, "bwd_maxnreg": {"default": 128}, "bwd_stages": {"default": 1}}, {"bwd_spread": true, "bwd_vec": {"default": 4}, "bwd_maxnreg": {"default": 168}, "bwd_stages": {"default": 1}}]'}
 stage_scanconf() { with_mamba_ssm scan_configs; }
 scan_configs() {  # issue 15: the backward pipelined / register-capped (SCAN_CONFIGS), then the step with the fastest
   el "scan backward CONFIGs at the training shapes"
