@@ -20,7 +20,8 @@ Design (mamba_ssm's algorithm, written in Triton):
   state enters as ``h_t = (Π a)·h_in + scan_b``.  Nothing (Bt, Dm, N, L)-sized is ever
   written: y is reduced over N in registers (``y_t = Σ_n C_t,n·h_t,n``);
 * the forward stores the state entering every chunk, ``(Bt, Dm, n_chunks, N)``, so the
-  backward recomputes each chunk's states from its entry state;
+  backward recomputes each chunk's states from its entry state (without autograd, for
+  inference, it stores none and no autograd node is made);
 * the backward walks the chunks in reverse with the adjoint recurrence
   ``g_t = C_t·dy_t + a_{t+1}·g_{t+1}`` (``g = ∂loss/∂h``) as a reverse
   ``associative_scan`` with the same combine, carrying ``g`` between chunks.
