@@ -86,12 +86,17 @@ def forwards(models: dict, sizes: list[int], device: torch.device, args, out: di
     return fns
 
 
+def add_network_args(ap: argparse.ArgumentParser, *, device: str, sizes: str, backends: str) -> None:
+    """The options naming what to run (device, LR sizes, backends, preset), shared with profile_inference.py."""
+    ap.add_argument("--device", default=device)
+    ap.add_argument("--sizes", default=sizes, help="LR sizes (square), comma-separated")
+    ap.add_argument("--backends", default=backends, help="scan backends and/or 'reference', comma-separated")
+    ap.add_argument("--preset", default="dvmsr")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--sizes", default="64,256")
-    ap.add_argument("--backends", default="chunked,triton,cuda")
-    ap.add_argument("--preset", default="dvmsr")
+    add_network_args(ap, device="auto", sizes="64,256", backends="chunked,triton,cuda")
     ap.add_argument("--repeats", type=int, default=20, help="timed forwards per row and size in each round")
     ap.add_argument("--rounds", type=int, default=5,
                     help="rounds over every row in turn (the host's speed drifts; each row's median is over all rounds)")

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from bench_dvmsr_inference import build_models, package_version
+from bench_dvmsr_inference import add_network_args, build_models, package_version
 from srstudy.measure.inference import resolve_device
 from timing import median_ms
 
@@ -66,10 +66,7 @@ def torch_profile_top(fn, calls: int, rows: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--sizes", default="64")
-    ap.add_argument("--backends", default="triton,cuda,reference")
-    ap.add_argument("--preset", default="dvmsr")
+    add_network_args(ap, device="cuda", sizes="64", backends="triton,cuda,reference")
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--rows", type=int, default=35)
     ap.add_argument("--out", required=True, help="JSON: wall and host times")
