@@ -44,12 +44,14 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import torch
 import triton
 import triton.language as tl
 
 from .grad_mode import records_grad
+from .scan_adjoint import FLIPS, adjoint, first_order, lane_flip_problem
 
 __all__ = ["selective_scan_triton", "triton_unavailable", "CONFIG", "BLOCK_L"]
 
@@ -74,7 +76,11 @@ CONFIG = {"fwd": (32, 2, 1), "bwd": (32, 1, 1),  # fastest at B 128 × L 4096 ×
           "bwd_spread": ("float32", "bfloat16"),
           "bwd_stages": {"default": 1},
           "bwd_maxnreg": {"default": None, "float32": 128, "bfloat16": 168},
-          "bwd_vec": {"default": 0, "bfloat16": 4}}
+          "bwd_vec": {"default": 0, "bfloat16": 4},
+          # bwd_flip: how the backward's reverse recurrence is scanned (scan_adjoint.py): "scan" Triton's
+          # reverse scan (Triton 3.6: 460 shuffles a chunk), "gather" / "lanes" a forward scan between
+          # token flips (lanes: 180 shuffles; its layout is checked on the compiled kernel).
+          "bwd_flip": {"default": "lanes"}}
 BLOCK_L = CONFIG["fwd"][0]
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x·log2 e)
 
@@ -91,12 +97,6 @@ def triton_unavailable(device: torch.device, dtype: torch.dtype | None) -> str |
     if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return f"the Triton kernels take fp32/fp16/bf16 inputs, not {dtype}"
     return None
-
-
-@triton.jit
-def _first_order(a1, b1, a2, b2):
-    # (a1, b1) then (a2, b2):  h -> a2·(a1·h + b1) + b2
-    return a1 * a2, b1 * a2 + b2
 
 
 @triton.jit
@@ -181,8 +181,8 @@ def _chunk(u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, n, t, dm, nm, A2, bias, h_in
     a = tl.exp2(dt * A2)                                                        # a : (G, N, T)
     dtu = dt * u
     bb = dtu * Bv
-    pa, pb = tl.associative_scan((a, bb), axis=2, combine_fn=_first_order)
-    hs = pa * h_in + pb                                                         # h_t : (G, N, T)
+    # h_in folded into the first token's b: the scan's product output is not needed
+    _pa, hs = tl.associative_scan((a, bb + tl.where(t == 0, a * h_in, 0.0)), axis=2, combine_fn=first_order)
     return tt, tm, m1, mB, u, dt, raw, dtu, Bv, Cv, bb, hs
 
 
@@ -217,7 +217,8 @@ def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_p
                 Dm, L, N, n_chunks, n_groups, su_b, su_d, sB_b, sB_n, hc_chunks, hc_every,
                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr, G: tl.constexpr,
-                TOK: tl.constexpr, SPREAD: tl.constexpr, STAGES: tl.constexpr, VEC: tl.constexpr):
+                TOK: tl.constexpr, SPREAD: tl.constexpr, STAGES: tl.constexpr, VEC: tl.constexpr,
+                FLIP: tl.constexpr = 0):
     b, d, n, t, dm, nm, A2, bias, Dd, row, bc = _program(
         A_ptr, D_ptr, bias_ptr, Dm, N, n_groups, su_b, su_d, sB_b, sB_n, HAS_D, HAS_BIAS, N_P2, BLOCK, G, VEC)
     A = A2 / LOG2E
@@ -251,8 +252,7 @@ def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_p
         tl.atomic_add(dC_ptr + bc + tt, tl.sum(dy * hs, axis=0, keep_dims=True), mask=mB, sem="relaxed")
         # adjoint: g_t = C_t·dy_t + a_{t+1}·g_{t+1}, reverse scan, g_in carried from the next chunk
         a_next = tl.exp2(dt_next * A2)
-        qa, qb = tl.associative_scan((a_next, Cv * dy), axis=2, combine_fn=_first_order, reverse=True)
-        g = qb + qa * g_in                                                      # g_t : (G, N, T)
+        g = adjoint(a_next, Cv * dy, g_in, t, G, N_P2, BLOCK, FLIP)             # g_t : (G, N, T)
         g_in = tl.sum(tl.where(t == 0, g, 0.0), axis=2, keep_dims=True)
         gm = g * (hs - bb)                                                      # ∂/∂(Δ_t·A_n)
         dA_acc += gm * dt
@@ -369,7 +369,7 @@ class _TritonScan(torch.autograd.Function):
         # the backward's CONFIG is read now: autograd runs it later, maybe under another CONFIG
         ctx.launch = dict(tile=_tile("bwd", Dm, N, block, few), spread=_spread_backward(u.dtype),
                           stages=_by_dtype("bwd_stages", u.dtype), vec=_by_dtype("bwd_vec", u.dtype),
-                          registers=_registers(u))
+                          registers=_registers(u), flip=_by_dtype("bwd_flip", u.dtype))
         ctx.meta = (bool(delta_softplus), T, A.dtype,
                     None if D is None else D.dtype, None if delta_bias is None else delta_bias.dtype)
         return y
@@ -393,18 +393,44 @@ class _TritonScan(torch.autograd.Function):
         dB, dC = torch.zeros_like(B, dtype=torch.float32), torch.zeros_like(B, dtype=torch.float32)
         dD = None if Df is None else torch.zeros(Dm, **f32)
         dbias = None if bf is None else torch.zeros(Dm, **f32)
-        _bwd_kernel[(Bt * n_groups,)](
-            u, delta, Af, B, C, _or(Df, Af), _or(z, u), _or(bf, Af), hc, dy,
-            du, ddelta, dA, dB, dC, _or(dD, dA), _or(dz, du), _or(dbias, dA),
-            Dm, L, N, n_chunks, n_groups, u.stride(0), u.stride(1), B.stride(0), B.stride(1),
-            hc.shape[2], T // T_fwd,
-            HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=bf is not None,
-            SOFTPLUS=softplus, N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, SPREAD=launch["spread"] and TOK == 1,
-            STAGES=launch["stages"], VEC=launch["vec"], num_warps=warps, **launch["registers"],
-        )
+        grid = (Bt * n_groups,)
+        args = (u, delta, Af, B, C, _or(Df, Af), _or(z, u), _or(bf, Af), hc, dy,
+                du, ddelta, dA, dB, dC, _or(dD, dA), _or(dz, du), _or(dbias, dA),
+                Dm, L, N, n_chunks, n_groups, u.stride(0), u.stride(1), B.stride(0), B.stride(1),
+                hc.shape[2], T // T_fwd)
+        kw = dict(HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=bf is not None,
+                  SOFTPLUS=softplus, N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, SPREAD=launch["spread"] and TOK == 1,
+                  STAGES=launch["stages"], VEC=launch["vec"], num_warps=warps, **launch["registers"])
+        _bwd_kernel[grid](*args, **kw, FLIP=_flip(launch["flip"], T, args, kw, grid))
         cast = lambda g, dtype: None if g is None else g.to(dtype)
         return (du, ddelta, dA.to(A_dtype), dB.to(B.dtype), dC.to(C.dtype), cast(dD, D_dtype), dz,
                 cast(dbias, bias_dtype), None, None)
+
+
+_LANE_FLIP: dict[str, str | None] = {}  # compiled backward's hash -> why its lane flip is no flip (None: it is)
+
+
+def _flip(name: str, T: int, args: tuple, kw: dict, grid: tuple) -> int:
+    """The backward's FLIP constexpr for ``CONFIG["bwd_flip"]`` = `name` (see :mod:`scan_adjoint`).
+    "lanes" is taken only once the compiled kernel's layout passes `lane_flip_problem` (checked
+    before it first runs); otherwise, and for chunks under 4 tokens, the reverse scan, with a warning."""
+    flip = FLIPS[name]
+    if flip and T < 4:
+        warnings.warn(f"scan backward: {T}-token chunks cannot be flipped in runs of 4; "
+                      "using Triton's reverse scan (bwd_flip 'scan')", RuntimeWarning)
+        return 0
+    if flip != FLIPS["lanes"]:
+        return flip
+    if _interpreting():
+        return FLIPS["gather"]  # the interpreter runs no inline assembly: the butterfly's semantic twin
+    kernel = _bwd_kernel.warmup(*args, grid=grid, **kw, FLIP=flip)
+    kernel = kernel.result() if hasattr(kernel, "result") else kernel
+    if kernel.hash not in _LANE_FLIP:
+        _LANE_FLIP[kernel.hash] = problem = lane_flip_problem(kernel.asm["ttgir"], T)
+        if problem:
+            warnings.warn(f"scan backward: the compiled lane flip would not reverse the tokens ({problem}); "
+                          "using Triton's reverse scan (bwd_flip 'scan') for this launch", RuntimeWarning)
+    return flip if _LANE_FLIP[kernel.hash] is None else FLIPS["scan"]
 
 
 def _registers(u: torch.Tensor) -> dict:

@@ -16,7 +16,7 @@ import sys
 
 from srstudy.models.scan_triton import CONFIG
 
-KEYS = ("bwd_stages", "bwd_maxnreg", "bwd_vec")
+KEYS = ("bwd_stages", "bwd_maxnreg", "bwd_vec", "bwd_flip")
 
 
 def _entry(overrides: dict, key: str, dtype: str):

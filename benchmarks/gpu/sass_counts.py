@@ -34,7 +34,10 @@ GROUPS = {"STL": r"\bSTL\b", "LDL": r"\bLDL\b", "SHFL": r"\bSHFL\b", "MUFU": r"\
 
 
 def load(path: str):
-    """The scan module at `path` (imported under its own name)."""
+    """The scan module at `path` (the package's own when it is models/scan_triton.py, whose imports are
+    relative; else imported under its own name)."""
+    if Path(path).resolve() == Path(__file__).resolve().parents[2] / "models" / "scan_triton.py":
+        return importlib.import_module("srstudy.models.scan_triton")
     spec = importlib.util.spec_from_file_location(f"sass_{Path(path).stem}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -57,6 +60,8 @@ def _launch_values(mod, which: str, tile: tuple[int, ...]) -> dict:
     vals.update(SEG=T, n_segs=L // T)
     vals["STAGES"] = 1  # the backward's chunk loop not software-pipelined (--set STAGES=2: pipelined)
     vals["VEC"] = 0  # the backward's token offsets as they are (--set VEC=4: runs of 4, CONFIG["bwd_vec"])
+    vals["STATES"] = True  # the forward stores the chunk-entry states (training)
+    vals["FLIP"] = 0  # the reverse recurrence as Triton's reverse scan (--set FLIP=2: between lane flips, CONFIG["bwd_flip"])
     return vals, warps
 
 

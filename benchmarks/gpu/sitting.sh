@@ -56,7 +56,7 @@ inference() {
   python3 -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda_graph.py > "$R/cuda_graph_tests.log" 2>&1
   tail -3 "$R/cuda_graph_tests.log"
   python3 benchmarks/bench_dvmsr_inference.py --device cuda --backends triton,cuda,reference --cuda-graphs \
-    --out "$R/dvmsr_inference_h200.json" > "$R/inference.log" 2>&1
+    --rounds "${INFER_ROUNDS:-10}" --out "$R/dvmsr_inference_h200.json" > "$R/inference.log" 2>&1
   grep -E "^(triton|cuda|reference)" "$R/inference.log"
 }
 stage_inference() { with_mamba_ssm inference; }
@@ -152,12 +152,13 @@ scan_configs() {  # issue 15: the backward pipelined / register-capped (SCAN_CON
   python3 benchmarks/gpu/pick_scan_config.py "$R/scan_configs_h200.json" > "$R/best_scan_config.json" 2>> "$R/timeline.txt"
   cat "$R/best_scan_config.json" | tee -a "$R/timeline.txt"
   el "CUDA scan tests under every CONFIG"
-  python3 -m pytest -q -m cuda -p no:cacheprovider tests/test_scan_triton.py \
+  python3 -m pytest -q -m cuda -p no:cacheprovider tests/test_scan_triton.py tests/test_scan_adjoint.py \
     > "$R/scan_cuda_tests.log" 2>&1; tail -3 "$R/scan_cuda_tests.log" | tee -a "$R/timeline.txt"
   el "training steps with the fastest CONFIG vs the reference (fp32, bf16)"
   python3 benchmarks/bench_train_step.py --backends triton --precisions fp32,bf16 --repeats 10 --warmup 3 \
     --scan-config "$(cat "$R/best_scan_config.json")" --out "$R/train_step_h200.json" > "$R/train_step.log" 2>&1
   grep -E "^(triton|cuda|reference)/|ratio\"|Error" "$R/train_step.log" | head -40
+  [[ ${PROFILE_STEP:-1} == 0 ]] && return
   el "profile of the student step with the fastest CONFIG (fp32)"
   python3 benchmarks/profile_step.py --impls triton --precisions fp32 --rows 40 \
     --scan-config "$(cat "$R/best_scan_config.json")" --out "$R/profile_step_triton_h200.txt" 2>&1 | grep "===="
