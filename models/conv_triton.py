@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from .grad_mode import records_grad
-from .scan_triton import tokens_inner
+from .layouts import tokens_inner
 
 __all__ = ["causal_conv1d_silu"]
 

@@ -131,8 +131,9 @@ class MambaMixer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x : (B, L, D)
-        if self._channel_major(x):
-            return self._forward_channel_major(x)
+        backend = self._channel_major_backend(x)
+        if backend is not None:
+            return self._forward_channel_major(x, backend)
         return self._forward_token_major(x)
 
     def _forward_token_major(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,21 +161,23 @@ class MambaMixer(nn.Module):
         )  # y : (B, Di, L)
         return self.out_proj(y.transpose(1, 2))  # (B, L, D)
 
-    def _channel_major(self, x: torch.Tensor) -> bool:
-        """Whether `forward` takes the channel-major path: on CUDA with a GPU scan kernel
-        (the CPU and export path is the token-major one above)."""
+    def _channel_major_backend(self, x: torch.Tensor) -> str | None:
+        """The scan backend when `forward` takes the channel-major path (on CUDA with a GPU scan
+        kernel), else None (the CPU and export path is the token-major one above)."""
         if not x.is_cuda or _exporting():
-            return False
-        return resolve_backend(self.scan_backend, x.device, x.dtype) in CHANNEL_MAJOR_BACKENDS
+            return None
+        backend = resolve_backend(self.scan_backend, x.device, x.dtype)
+        return backend if backend in CHANNEL_MAJOR_BACKENDS else None
 
-    def _forward_channel_major(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_channel_major(self, x: torch.Tensor, backend: str = "triton") -> torch.Tensor:
         """The same mixer with its activations kept as (channels, B·L) matrices: every
         projection is one matmul W @ X, the causal conv + SiLU one Triton kernel, and the scan
         reads u, Δ, z, B, C and writes y in that layout, so nothing is transposed or copied
         between them ((B, Di, L) views with tokens innermost, strides (L, B·L, 1)). Only the
         output is token-major, (B·L, D) = Yᵀ Wᵀ from the same matmul: the next LayerNorm reads
         rows, and the group's 3×3 conv takes it as a channels-last map, so cuDNN neither copies
-        it nor converts it to NHWC and back."""
+        it nor converts it to NHWC and back. Without autograd on the Triton backend, Δ = W·Δ_low
+        and A = −exp(A_log) are computed in the scan's kernel (three launches fewer a mixer)."""
         from .conv_triton import causal_conv1d_silu
 
         Bt, L, _ = x.shape
@@ -183,37 +186,24 @@ class MambaMixer(nn.Module):
         x_in, z = _project_halves(self.in_proj, x.reshape(Bt * L, -1).t(), Di)  # x_in, z : (Di, B·L)
         u = causal_conv1d_silu(seq(x_in), self.conv1d.weight, self.conv1d.bias)  # u : (B, Di, L)
         u_cols = u.transpose(0, 1).reshape(Di, Bt * L)  # a view: u keeps x_in's layout
-        if records_grad(u, self.x_proj.weight, self.dt_proj.weight, self.A_log, self.D, self.dt_proj.bias):
-            x_dbl = self.x_proj.weight @ u_cols  # x_dbl : (r + 2N, B·L)
-            dt_low, B, C = torch.split(x_dbl, [r, N, N], dim=0)
+        x_dbl = self.x_proj.weight @ u_cols  # x_dbl : (r + 2N, B·L)
+        dt_low, B, C = torch.split(x_dbl, [r, N, N], dim=0)
+        params = (self.dt_proj.weight, self.A_log, self.D, self.dt_proj.bias)
+        if backend == "triton" and not records_grad(u, x_dbl, *params):  # inference: Δ and A made in the kernel
+            from .scan_triton import selective_scan_triton_lowrank
+
+            y = selective_scan_triton_lowrank(
+                u, seq(dt_low), self.dt_proj.weight, self.A_log, seq(B), seq(C), self.D, seq(z),
+                delta_bias=self.dt_proj.bias, delta_softplus=True,
+            )  # y : (B, Di, L)
+        else:
             delta = self.dt_proj.weight @ dt_low  # delta : (Di, B·L), bias in scan
-            A, D, dt_bias = -torch.exp(self.A_log.float()), self.D.float(), self.dt_proj.bias.float()
-        else:  # inference: Δ, B and C from one matmul, the scan's parameters converted once
-            w_x, A, D, dt_bias = self._inference_parameters()
-            delta, B, C = torch.split(w_x @ u_cols, [Di, N, N], dim=0)  # (Di | N | N, B·L)
-        y = selective_scan(
-            u, seq(delta), A, seq(B), seq(C), D, seq(z),
-            delta_bias=dt_bias, delta_softplus=True, backend=self.scan_backend,
-        )  # y : (B, Di, L)
+            y = selective_scan(
+                u, seq(delta), -torch.exp(self.A_log.float()), seq(B), seq(C), self.D.float(), seq(z),
+                delta_bias=self.dt_proj.bias.float(), delta_softplus=True, backend=backend,
+            )  # y : (B, Di, L)
         out = self.out_proj(y.transpose(0, 1).reshape(Di, Bt * L).t())  # out : (B·L, D) = Yᵀ Wᵀ, token-major
         return out.view(Bt, L, -1)  # (B, L, D): the group's 3×3 conv reads it as a channels-last map, no copy
-
-    def _inference_parameters(self) -> tuple[torch.Tensor, ...]:
-        """(W : (Di + 2N, Di), A, D, Δ bias) for a forward without autograd: W stacks dt_proj·x_proj_Δ
-        (the rank-r Δ path as one Di×Di map) over x_proj's B and C rows, so Δ, B and C come from one
-        matmul; A = −exp(A_log). Kept until a parameter changes (its storage or version: an
-        optimizer step, ``load_state_dict``, ``.to()``), so batch-1 inference launches three
-        kernels fewer a mixer."""
-        params = (self.x_proj.weight, self.dt_proj.weight, self.A_log, self.D, self.dt_proj.bias)
-        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
-        cached = self.__dict__.get("_inference_cache")
-        if cached is None or cached[0] != key:
-            r = self.cfg.dt_rank
-            with torch.no_grad():
-                w_x = torch.cat([self.dt_proj.weight @ self.x_proj.weight[:r], self.x_proj.weight[r:]])
-                cached = (key, w_x, -torch.exp(self.A_log.float()), self.D.float(), self.dt_proj.bias.float())
-            self.__dict__["_inference_cache"] = cached
-        return cached[1:]
 
     def param_count(self) -> int:
         """Exact number of parameters, from the config alone (no module needed)."""

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import triton
 import triton.language as tl
 
-__all__ = ["FLIPS", "BUTTERFLY", "lane_flip_problem"]
+__all__ = ["FLIPS", "BUTTERFLY", "adjoint", "choose_flip", "first_order", "lane_flip_problem"]
 
 #: CONFIG["bwd_flip"] names -> the kernel's FLIP constexpr
 FLIPS = {"scan": 0, "gather": 1, "lanes": 2}
@@ -147,3 +148,32 @@ def lane_flip_problem(ttgir: str, block: int) -> str | None:
         if moved != want:
             return f"layout {name} ({defs[name]}): the butterfly moves elements by {moved}, a flip needs {want}"
     return None if found else "no lane butterfly found in the compiled kernel"
+
+
+#: compiled backward's hash -> why its lane flip is no flip (None: it is one)
+LANE_FLIP_CHECKED: dict[str, str | None] = {}
+
+
+def choose_flip(kernel, name: str, T: int, args: tuple, kw: dict, grid: tuple, interpreting: bool) -> int:
+    """The FLIP constexpr of a launch of the backward `kernel` (a JITFunction; `args`, `kw`, `grid` as
+    the launch will pass them) for ``CONFIG["bwd_flip"]`` = `name`, with T-token chunks. "lanes" is
+    taken only once its compiled layout passes :func:`lane_flip_problem` (read before the kernel first
+    runs: ``kernel.warmup`` compiles without launching); a failed check, or chunks under 4 tokens,
+    take the reverse scan, with a warning saying so."""
+    flip = FLIPS[name]
+    if flip and T < 4:
+        warnings.warn(f"scan backward: {T}-token chunks cannot be flipped in runs of 4; "
+                      "using Triton's reverse scan (bwd_flip 'scan')", RuntimeWarning)
+        return FLIPS["scan"]
+    if flip != FLIPS["lanes"] or T == 4:  # 4-token chunks: one run a thread, no butterfly in the kernel
+        return flip
+    if interpreting:
+        return FLIPS["gather"]  # the interpreter runs no inline assembly: the butterfly's semantic twin
+    compiled = kernel.warmup(*args, grid=grid, **kw, FLIP=flip)
+    compiled = compiled.result() if hasattr(compiled, "result") else compiled
+    if compiled.hash not in LANE_FLIP_CHECKED:
+        LANE_FLIP_CHECKED[compiled.hash] = problem = lane_flip_problem(compiled.asm["ttgir"], T)
+        if problem:
+            warnings.warn(f"scan backward: the compiled lane flip would not reverse the tokens ({problem}); "
+                          "using Triton's reverse scan (bwd_flip 'scan') for this launch", RuntimeWarning)
+    return flip if LANE_FLIP_CHECKED[compiled.hash] is None else FLIPS["scan"]

@@ -17,14 +17,16 @@ Design (mamba_ssm's algorithm, written in Triton):
 * inside a chunk, the recurrence ``h_t = a_t·h_{t-1} + b_t`` with ``a_t = exp(Δ_t·A)``
   and ``b_t = Δ_t·u_t·B_t`` is one ``tl.associative_scan`` over the (G, N, BLOCK) tile
   with the first-order combine ``(a1, b1) ∘ (a2, b2) = (a1·a2, a2·b1 + b2)``; the carried
-  state enters as ``h_t = (Π a)·h_in + scan_b``.  Nothing (Bt, Dm, N, L)-sized is ever
+  state enters folded into the first token's b (``b_0 + a_0·h_in``).  Nothing (Bt, Dm, N, L)-sized is ever
   written: y is reduced over N in registers (``y_t = Σ_n C_t,n·h_t,n``);
 * the forward stores the state entering every chunk, ``(Bt, Dm, n_chunks, N)``, so the
   backward recomputes each chunk's states from its entry state (without autograd, for
   inference, it stores none and no autograd node is made);
 * the backward walks the chunks in reverse with the adjoint recurrence
-  ``g_t = C_t·dy_t + a_{t+1}·g_{t+1}`` (``g = ∂loss/∂h``) as a reverse
-  ``associative_scan`` with the same combine, carrying ``g`` between chunks.
+  ``g_t = C_t·dy_t + a_{t+1}·g_{t+1}`` (``g = ∂loss/∂h``), a reverse scan with the same
+  combine, carrying ``g`` between chunks (:mod:`scan_adjoint`: by default a forward scan
+  between two flips of the token axis, which Triton 3.6 makes far cheaper than its own
+  reverse scan).
   With ``m_t = a_t·h_{t-1} = h_t − b_t`` (no division, no shift):
   ``∂/∂(Δ_t·A_n) = g_t,n·m_t,n``, hence ``dA_n = Σ_t Δ_t·g·m``,
   ``dΔ_t = Σ_n A_n·g·m + u_t·Σ_n g·B``, ``du_t = Δ_t·Σ_n g·B (+ D·dy)``,
@@ -44,16 +46,17 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 
 import torch
 import triton
 import triton.language as tl
 
 from .grad_mode import records_grad
-from .scan_adjoint import FLIPS, adjoint, first_order, lane_flip_problem
+from .layouts import dense, like, or_placeholder, tokens_inner
+from .scan_adjoint import adjoint, choose_flip
+from .scan_tiles import LOG2E, _chunk, _delta, _load_tok, _program, _row0, _row0_value, _total
 
-__all__ = ["selective_scan_triton", "triton_unavailable", "CONFIG", "BLOCK_L"]
+__all__ = ["selective_scan_triton", "selective_scan_triton_lowrank", "triton_unavailable", "CONFIG", "BLOCK_L", "dense", "tokens_inner"]
 
 #: (tokens per chunk, channels per program, warps per program[, token tiles]) of the forward and
 #: backward kernels; the backward's tokens per chunk must be a multiple of the forward's (it
@@ -69,20 +72,19 @@ CONFIG = {"fwd": (32, 2, 1), "bwd": (32, 1, 1),  # fastest at B 128 × L 4096 ×
           # (`tl.range(num_stages=)`, cp.async loads; 1: not). bwd_maxnreg: registers a thread (None:
           # the compiler's ~230, 8 one-warp programs an SM; 128: 16). bwd_vec: token offsets written as
           # runs of this many tokens, which gives 16-bit inputs float32's 4-a-thread layout (without it
-          # bf16 gets 8 a thread and a slower backward). On an H200 at D 64 (mamba_ssm 4.50 / 3.64 ms):
-          # fp32 fwd+bwd 4.67 → 4.00 ms with the cap; bf16 4.92 → 3.84 ms with spread + vec 4 + 168.
+          # bf16 gets 8 a thread and a slower backward). bwd_flip: how the reverse recurrence is scanned
+          # (scan_adjoint.py): "scan" Triton's reverse scan (Triton 3.6: 460 shuffles a chunk), "gather"
+          # / "lanes" a forward scan between token flips (lanes: 172; its layout checked on the compiled
+          # kernel). On an H200, fwd+bwd at D 64 against mamba_ssm's 4.57 / 3.70 ms (fp32 / bf16):
+          # "scan" 3.59 / 3.53 ms, "lanes" 3.16 / 3.03 with 128 registers (168: 3.46 / 3.19).
           # Measurements, SASS counts, ncu reports: benchmarks/gpu/NOTES_issue15.md,
           # benchmarks/results/scan_configs*_h200.json, ncu_scan_bwd_h200_*.txt.
           "bwd_spread": ("float32", "bfloat16"),
           "bwd_stages": {"default": 1},
-          "bwd_maxnreg": {"default": None, "float32": 128, "bfloat16": 168},
+          "bwd_maxnreg": {"default": None, "float32": 128, "bfloat16": 128},
           "bwd_vec": {"default": 0, "bfloat16": 4},
-          # bwd_flip: how the backward's reverse recurrence is scanned (scan_adjoint.py): "scan" Triton's
-          # reverse scan (Triton 3.6: 460 shuffles a chunk), "gather" / "lanes" a forward scan between
-          # token flips (lanes: 180 shuffles; its layout is checked on the compiled kernel).
           "bwd_flip": {"default": "lanes"}}
 BLOCK_L = CONFIG["fwd"][0]
-LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x·log2 e)
 
 
 def _interpreting() -> bool:
@@ -100,107 +102,26 @@ def triton_unavailable(device: torch.device, dtype: torch.dtype | None) -> str |
 
 
 @triton.jit
-def _delta(dt_ptr, offs, m, n, bias, SOFTPLUS: tl.constexpr, SPREAD: tl.constexpr):
-    """Δ at offsets `offs` (0 where masked: a = 1, b = 0, the identity step) and its pre-softplus value."""
-    raw = _load_tok(dt_ptr, offs, m, n, SPREAD) + bias
-    dt = raw
-    if SOFTPLUS:
-        dt = tl.where(raw <= 20.0, tl.log(1.0 + tl.exp(raw)), raw)
-    return tl.where(m, dt, 0.0), raw
-
-
-@triton.jit
-def _load_tok(ptr, offs, m, n, SPREAD: tl.constexpr):
-    """A per-token row (G, 1, T) at `offs` (0 where masked), in fp32.
-
-    SPREAD: loaded as a (G, N, T) tile with only row n = 0 live, then summed over N: the result
-    has the (G, N, T) state tiles' layout (sliced along N), so broadcasting it against them and
-    reducing them over N need no layout conversion; the sum costs log2(lanes along N) shuffles."""
-    if SPREAD:
-        x = tl.load(ptr + offs + n * 0, mask=m & (n == 0), other=0.0).to(tl.float32)
-        return tl.sum(x, axis=1, keep_dims=True)
-    return tl.load(ptr + offs, mask=m, other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _program(A_ptr, D_ptr, bias_ptr, Dm, N, n_groups, su_b, su_d, sB_b, sB_n,
-             HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr,
-             G: tl.constexpr, VEC: tl.constexpr):
-    """This program's sequence b, channels d : (G,1,1), index tiles, per-channel parameters, row offsets."""
-    pid = tl.program_id(0)
-    b = (pid // n_groups).to(tl.int64)  # 64-bit offsets: Bt·Dm·L may pass 2**31
-    d = (pid % n_groups) * G + tl.arange(0, G)[:, None, None]                   # (G, 1, 1)
-    n = tl.arange(0, N_P2)[None, :, None]                                       # (1, N, 1)
-    t = tl.arange(0, BLOCK)
-    if VEC > 0:  # the same values, seen by the compiler as runs of VEC contiguous tokens (see CONFIG["bwd_vec"])
-        t = (t // VEC) * VEC + t % VEC
-    t = t[None, None, :]                                                        # (1, 1, T)
-    dm, nm = d < Dm, n < N
-    A2 = tl.load(A_ptr + d * N + n, mask=dm & nm, other=0.0) * LOG2E             # A·log2(e) : (G, N, 1)
-    bias = tl.load(bias_ptr + d, mask=dm, other=0.0) if HAS_BIAS else 0.0
-    Dd = tl.load(D_ptr + d, mask=dm, other=0.0) if HAS_D else 0.0
-    row = b * su_b + d.to(tl.int64) * su_d                                       # u, Δ, z, y rows : (G,1,1)
-    bc = b * sB_b + n.to(tl.int64) * sB_n                                        # B, C rows : (1, N, 1)
-    return b, d, n, t, dm, nm, A2, bias, Dd, row, bc
-
-
-@triton.jit
-def _row0(mask, n, TOK: tl.constexpr):
-    """A per-token mask restricted to row n = 0 when tokens are held as (G, N, T) tiles."""
-    if TOK > 1:
-        return mask & (n == 0)
-    return mask
-
-
-@triton.jit
-def _row0_value(x, n, TOK: tl.constexpr):
-    """A per-token value kept in row n = 0 only (0 elsewhere) when tokens are held as (G, N, T) tiles."""
-    if TOK > 1:
-        return tl.where(n == 0, x, 0.0)
-    return x
-
-
-@triton.jit
-def _chunk(u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, n, t, dm, nm, A2, bias, h_in, L,
-           SOFTPLUS: tl.constexpr, BLOCK: tl.constexpr, TOK: tl.constexpr, SPREAD: tl.constexpr):
-    """Chunk c's inputs and its states h_t : (G, N, T) from the states h_in : (G, N, 1) entering it.
-
-    TOK = 1: per-token values (u, Δ, …) are (G, 1, T) tiles; TOK = N: they are loaded as (G, N, T)
-    tiles (every row the same), which gives them the state tiles' layout: fewer layout conversions
-    for more registers and special-function work."""
-    tt = c * BLOCK + t                                                          # (1, 1, T)
-    if TOK > 1:
-        tt = tt + nm.to(tl.int32) * 0                                           # (1, N, T)
-    tm = tt < L
-    m1 = dm & tm                                                                # (G, TOK, T)
-    u = _load_tok(u_ptr, row + tt, m1, n, SPREAD)
-    dt, raw = _delta(dt_ptr, row + tt, m1, n, bias, SOFTPLUS, SPREAD)
-    mB = nm & tm                                                                # (1, N, T)
-    Bv = tl.load(B_ptr + bc + tt, mask=mB, other=0.0).to(tl.float32)
-    Cv = tl.load(C_ptr + bc + tt, mask=mB, other=0.0).to(tl.float32)
-    a = tl.exp2(dt * A2)                                                        # a : (G, N, T)
-    dtu = dt * u
-    bb = dtu * Bv
-    # h_in folded into the first token's b: the scan's product output is not needed
-    _pa, hs = tl.associative_scan((a, bb + tl.where(t == 0, a * h_in, 0.0)), axis=2, combine_fn=first_order)
-    return tt, tm, m1, mB, u, dt, raw, dtu, Bv, Cv, bb, hs
-
-
-@triton.jit
-def _fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr, hc_ptr,
-                Dm, L, N, n_chunks, n_groups, su_b, su_d, sB_b, sB_n,
+def _fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr, hc_ptr, W_ptr,
+                Dm, L, N, n_chunks, n_groups, su_b, su_d, sB_b, sB_n, sl_b, sl_k,
                 HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr, N_P2: tl.constexpr, BLOCK: tl.constexpr, G: tl.constexpr,
-                TOK: tl.constexpr, STATES: tl.constexpr):
+                TOK: tl.constexpr, STATES: tl.constexpr, R: tl.constexpr, A_LOG: tl.constexpr):
+    # R > 0: dt_ptr holds Δ_low, (Bt, R, L) at strides (sl_b, sl_k, 1), and Δ = W·Δ_low (W : (Dm, R) at W_ptr);
+    # A_LOG: A_ptr holds log(−A) (inference: `selective_scan_triton_lowrank`)
     b, d, n, t, dm, nm, A2, bias, Dd, row, bc = _program(
         A_ptr, D_ptr, bias_ptr, Dm, N, n_groups, su_b, su_d, sB_b, sB_n, HAS_D, HAS_BIAS, N_P2, BLOCK, G, 0)
+    if A_LOG:
+        A2 = tl.where(dm & nm, -tl.exp(A2 / LOG2E) * LOG2E, 0.0)                 # A = −exp(A_log)
+    wrow, lrow = d * R, b * sl_b
     hc_rows = ((b * Dm + d) * n_chunks) * N + n                                 # (G, N, 1)
     h = tl.zeros([G, N_P2, 1], dtype=tl.float32)
     for c in range(n_chunks):
         if STATES:  # for the backward (inference stores none)
             tl.store(hc_ptr + hc_rows + c * N, h, mask=dm & nm)                 # state entering chunk c
         tt, tm, m1, mB, u, dt, raw, dtu, Bv, Cv, bb, hs = _chunk(
-            u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, n, t, dm, nm, A2, bias, h, L, SOFTPLUS, BLOCK, TOK, False)
+            u_ptr, dt_ptr, B_ptr, C_ptr, row, bc, c, n, t, dm, nm, A2, bias, h, L, SOFTPLUS, BLOCK, TOK, False,
+            W_ptr, wrow, lrow, sl_k, R)
         y = tl.sum(hs * Cv, axis=1, keep_dims=True)                             # y : (G, 1, T)
         if HAS_D:
             y += Dd * u
@@ -273,38 +194,8 @@ def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, hc_p
         tl.atomic_add(dbias_ptr + d, _total(dbias_acc), mask=dm, sem="relaxed")
 
 
-@triton.jit
-def _total(acc):
-    """(G, TOK, T) accumulator -> (G, 1, 1) per-channel sum."""
-    return tl.sum(tl.sum(acc, axis=2, keep_dims=True), axis=1, keep_dims=True)
-
-
 def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
-
-
-def _like(x: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
-    """`x` with `ref`'s strides (one kernel row offset serves u, Δ, z, y, dy): a copy only if they differ."""
-    if x is None or x.stride() == ref.stride():
-        return x
-    return torch.empty_like(ref, dtype=x.dtype).copy_(x)
-
-
-def dense(x: torch.Tensor) -> bool:
-    """Whether `x`'s elements fill one gap-free block of memory in some order of its axes (then
-    ``torch.empty_like(x)`` has `x`'s strides): size-1 axes aside, its strides sorted are 1 and
-    the running products of the sizes."""
-    expected = 1
-    for stride, size in sorted((st, sz) for st, sz in zip(x.stride(), x.shape) if sz != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def tokens_inner(x: torch.Tensor) -> torch.Tensor:
-    """`x` as it is if its tokens (last axis) are contiguous and its layout dense, else a contiguous copy."""
-    return x if (x.stride(-1) == 1 and (x.is_contiguous() or dense(x))) else x.contiguous()
 
 
 def _few_programs(Bt: int, Dm: int, on_gpu: bool) -> bool:
@@ -334,13 +225,15 @@ def _tile(which: str, Dm: int, N: int, block: int | None, few: bool) -> tuple[in
     return (block or T), min(G, _next_pow2(Dm)), warps, (_next_pow2(N) if tok and tok[0] else 1)
 
 
-def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, block, states: bool):
+def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, block, states: bool, dt_proj=None, A_log=False):
     """Launch the forward kernel: (y, the kernels' inputs as launched, tile facts). `states`: also store
-    the state entering every chunk, (Bt, Dm, n_chunks, N), which the backward starts from (else None)."""
+    the state entering every chunk, (Bt, Dm, n_chunks, N), which the backward starts from (else None).
+    `dt_proj` (Dm, R): `delta` is Δ_low (Bt, R, L) and Δ = dt_proj·Δ_low; `A_log`: `A` holds log(−A)."""
     u = tokens_inner(u)
-    delta, z = _like(delta, u), _like(z, u)
+    delta = tokens_inner(delta) if dt_proj is not None else like(delta, u)
+    z = like(z, u)
     B, C = tokens_inner(B), tokens_inner(C)
-    C = _like(C, B)
+    C = like(C, B)
     Bt, Dm, L = u.shape
     N = A.shape[1]
     few = _few_programs(Bt, Dm, u.is_cuda)
@@ -349,13 +242,17 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, block, states:
     Af = A.float().contiguous()
     Df = None if D is None else D.float().contiguous()
     bf = None if delta_bias is None else delta_bias.float().contiguous()
+    W = None if dt_proj is None else dt_proj.float().contiguous()
     y = torch.empty_like(u)
     hc = torch.empty(Bt, Dm, n_chunks, N, device=u.device, dtype=torch.float32) if states else None
     _fwd_kernel[(Bt * n_groups,)](
-        u, delta, Af, B, C, _or(Df, Af), _or(z, u), _or(bf, Af), y, _or(hc, Af),
+        u, delta, Af, B, C, or_placeholder(Df, Af), or_placeholder(z, u), or_placeholder(bf, Af), y,
+        or_placeholder(hc, Af), or_placeholder(W, Af),
         Dm, L, N, n_chunks, n_groups, u.stride(0), u.stride(1), B.stride(0), B.stride(1),
+        delta.stride(0), delta.stride(1),
         HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=bf is not None,
-        SOFTPLUS=bool(delta_softplus), N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, STATES=states, num_warps=warps,
+        SOFTPLUS=bool(delta_softplus), N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, STATES=states,
+        R=0 if W is None else W.shape[1], A_LOG=bool(A_log), num_warps=warps,
     )
     return y, (u, delta, Af, B, C, Df, z, bf, hc), T, few
 
@@ -385,7 +282,7 @@ class _TritonScan(torch.autograd.Function):
         if T % T_fwd:  # the forward stored the state entering every T_fwd tokens: read every T/T_fwd-th
             T = T_fwd
         n_chunks, n_groups = max(1, math.ceil(L / T)), math.ceil(Dm / G)
-        dy = _like(tokens_inner(dy), u)
+        dy = like(tokens_inner(dy), u)
         du, ddelta = torch.empty_like(u), torch.empty_like(u, dtype=delta.dtype)
         dz = None if z is None else torch.empty_like(u, dtype=z.dtype)
         f32 = dict(device=u.device, dtype=torch.float32)
@@ -394,43 +291,18 @@ class _TritonScan(torch.autograd.Function):
         dD = None if Df is None else torch.zeros(Dm, **f32)
         dbias = None if bf is None else torch.zeros(Dm, **f32)
         grid = (Bt * n_groups,)
-        args = (u, delta, Af, B, C, _or(Df, Af), _or(z, u), _or(bf, Af), hc, dy,
-                du, ddelta, dA, dB, dC, _or(dD, dA), _or(dz, du), _or(dbias, dA),
+        args = (u, delta, Af, B, C, or_placeholder(Df, Af), or_placeholder(z, u), or_placeholder(bf, Af), hc, dy,
+                du, ddelta, dA, dB, dC, or_placeholder(dD, dA), or_placeholder(dz, du), or_placeholder(dbias, dA),
                 Dm, L, N, n_chunks, n_groups, u.stride(0), u.stride(1), B.stride(0), B.stride(1),
                 hc.shape[2], T // T_fwd)
         kw = dict(HAS_D=Df is not None, HAS_Z=z is not None, HAS_BIAS=bf is not None,
                   SOFTPLUS=softplus, N_P2=_next_pow2(N), BLOCK=T, G=G, TOK=TOK, SPREAD=launch["spread"] and TOK == 1,
                   STAGES=launch["stages"], VEC=launch["vec"], num_warps=warps, **launch["registers"])
-        _bwd_kernel[grid](*args, **kw, FLIP=_flip(launch["flip"], T, args, kw, grid))
+        flip = choose_flip(_bwd_kernel, launch["flip"], T, args, kw, grid, interpreting=_interpreting())
+        _bwd_kernel[grid](*args, **kw, FLIP=flip)
         cast = lambda g, dtype: None if g is None else g.to(dtype)
         return (du, ddelta, dA.to(A_dtype), dB.to(B.dtype), dC.to(C.dtype), cast(dD, D_dtype), dz,
                 cast(dbias, bias_dtype), None, None)
-
-
-_LANE_FLIP: dict[str, str | None] = {}  # compiled backward's hash -> why its lane flip is no flip (None: it is)
-
-
-def _flip(name: str, T: int, args: tuple, kw: dict, grid: tuple) -> int:
-    """The backward's FLIP constexpr for ``CONFIG["bwd_flip"]`` = `name` (see :mod:`scan_adjoint`).
-    "lanes" is taken only once the compiled kernel's layout passes `lane_flip_problem` (checked
-    before it first runs); otherwise, and for chunks under 4 tokens, the reverse scan, with a warning."""
-    flip = FLIPS[name]
-    if flip and T < 4:
-        warnings.warn(f"scan backward: {T}-token chunks cannot be flipped in runs of 4; "
-                      "using Triton's reverse scan (bwd_flip 'scan')", RuntimeWarning)
-        return 0
-    if flip != FLIPS["lanes"]:
-        return flip
-    if _interpreting():
-        return FLIPS["gather"]  # the interpreter runs no inline assembly: the butterfly's semantic twin
-    kernel = _bwd_kernel.warmup(*args, grid=grid, **kw, FLIP=flip)
-    kernel = kernel.result() if hasattr(kernel, "result") else kernel
-    if kernel.hash not in _LANE_FLIP:
-        _LANE_FLIP[kernel.hash] = problem = lane_flip_problem(kernel.asm["ttgir"], T)
-        if problem:
-            warnings.warn(f"scan backward: the compiled lane flip would not reverse the tokens ({problem}); "
-                          "using Triton's reverse scan (bwd_flip 'scan') for this launch", RuntimeWarning)
-    return flip if _LANE_FLIP[kernel.hash] is None else FLIPS["scan"]
 
 
 def _registers(u: torch.Tensor) -> dict:
@@ -440,9 +312,26 @@ def _registers(u: torch.Tensor) -> dict:
     return {"maxnreg": cap} if cap is not None and u.is_cuda else {}
 
 
-def _or(x: torch.Tensor | None, placeholder: torch.Tensor) -> torch.Tensor:
-    """A valid pointer for an absent optional tensor (the kernel never reads it: HAS_* is False)."""
-    return placeholder if x is None else x
+def selective_scan_triton_lowrank(u, dt_low, dt_proj_weight, A_log, B, C, D=None, z=None, delta_bias=None,
+                                  delta_softplus=False, *, chunk_size: int | None = None):
+    """The selective scan for inference with Mamba's parameters as stored: Δ = dt_proj_weight · dt_low
+    (+ delta_bias) and A = −exp(A_log) are computed inside the forward kernel, so a batch-1 forward
+    launches no matmul and no exp/neg kernels for them (the mixer's eager inference path).
+
+    dt_low : (Bt, R, L) with tokens innermost (any other strides); dt_proj_weight : (Dm, R);
+    A_log : (Dm, N); the rest as :func:`selective_scan_triton`. Inference only: raises if autograd
+    would record the call (train with :func:`selective_scan_triton` on A and Δ)."""
+    if records_grad(u, dt_low, dt_proj_weight, A_log, B, C, D, z, delta_bias):
+        raise RuntimeError("selective_scan_triton_lowrank computes no gradients: call it under torch.no_grad(), "
+                           "or train with selective_scan(u, dt_proj_weight @ dt_low, -exp(A_log), ...)")
+    err = triton_unavailable(u.device, u.dtype)
+    if err:
+        raise RuntimeError(f"backend 'triton' unavailable: {err}")
+    if dt_low.shape[1] != dt_proj_weight.shape[1] or dt_proj_weight.shape[0] != u.shape[1]:
+        raise ValueError(f"dt_low {tuple(dt_low.shape)} and dt_proj_weight {tuple(dt_proj_weight.shape)} do not "
+                         f"make Δ for u {tuple(u.shape)}: need dt_low (Bt, R, L) and dt_proj_weight (Dm, R)")
+    return _forward(u, dt_low, A_log, B, C, D, z, delta_bias, delta_softplus, chunk_size, states=False,
+                    dt_proj=dt_proj_weight, A_log=True)[0]
 
 
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,

@@ -58,9 +58,9 @@ def test_interpreted_every_flip_matches_reference(shape, flip, monkeypatch):
 
 @interpreted
 def test_interpreted_lanes_take_the_gather_twin():
-    from srstudy.models import scan_triton
+    from srstudy.models.scan_adjoint import FLIPS, choose_flip
 
-    assert scan_triton._flip("lanes", 32, (), {}, (1,)) == scan_triton.FLIPS["gather"]
+    assert choose_flip(None, "lanes", 32, (), {}, (1,), interpreting=True) == FLIPS["gather"]
 
 
 @needs_triton
@@ -72,11 +72,12 @@ def test_flips_in_the_interpreter_match_reference():
 
 @needs_triton
 def test_chunks_under_four_tokens_take_the_reverse_scan_and_say_so():
-    from srstudy.models import scan_triton
+    from srstudy.models.scan_adjoint import FLIPS, choose_flip
 
     with pytest.warns(RuntimeWarning, match="2-token chunks"):
-        assert scan_triton._flip("lanes", 2, (), {}, (1,)) == scan_triton.FLIPS["scan"]
-    assert scan_triton._flip("scan", 32, (), {}, (1,)) == scan_triton.FLIPS["scan"]
+        assert choose_flip(None, "lanes", 2, (), {}, (1,), interpreting=False) == FLIPS["scan"]
+    assert choose_flip(None, "scan", 32, (), {}, (1,), interpreting=False) == FLIPS["scan"]
+    assert choose_flip(None, "lanes", 4, (), {}, (1,), interpreting=False) == FLIPS["lanes"]  # no lanes to move
 
 
 # --- the layout check on TTGIR text -------------------------------------------------------------
@@ -160,25 +161,25 @@ def test_compiled_backward_passes_the_check_with_the_shipped_layouts():
 def test_compiled_flips_match_reference(flip, dtype, monkeypatch):
     """Every flip, compiled, at the shipped tiles and at small chunks; "lanes" really takes the butterfly
     for the shipped training launch (its check passed)."""
-    from srstudy.models import scan_triton
+    from srstudy.models import scan_adjoint, scan_triton
 
     monkeypatch.setitem(scan_triton.CONFIG, "min_programs", 0)  # the main tiles at every shape
-    monkeypatch.setattr(scan_triton, "_LANE_FLIP", {})
+    monkeypatch.setattr(scan_adjoint, "LANE_FLIP_CHECKED", {})
     tol = 2e-5 if dtype == torch.float32 else 1.5e-2
-    for shape in SHAPES + [(3, 64, 1000, 16, None), (1, 5, 37, 4, None)]:
+    for shape in SHAPES + [(3, 64, 1000, 16, None), (1, 5, 37, 4, None), (2, 64, 1024, 16, None)]:
         assert _max_err(shape, flip, monkeypatch, dtype=dtype, device="cuda") <= tol, shape
-    if flip == "lanes":
-        assert None in scan_triton._LANE_FLIP.values(), scan_triton._LANE_FLIP
+    if flip == "lanes":  # L = 1024, a multiple of 16: the training launch's layout, so the check passed
+        assert None in scan_adjoint.LANE_FLIP_CHECKED.values(), scan_adjoint.LANE_FLIP_CHECKED
 
 
 @pytest.mark.cuda
 @on_gpu
 @needs_triton
 def test_a_failed_layout_check_takes_the_reverse_scan_and_says_so(monkeypatch):
-    from srstudy.models import scan_triton
+    from srstudy.models import scan_adjoint
 
-    monkeypatch.setattr(scan_triton, "_LANE_FLIP", {})
-    monkeypatch.setattr(scan_triton, "lane_flip_problem", lambda ttgir, block: "a layout for the test")
+    monkeypatch.setattr(scan_adjoint, "LANE_FLIP_CHECKED", {})
+    monkeypatch.setattr(scan_adjoint, "lane_flip_problem", lambda ttgir, block: "a layout for the test")
     with pytest.warns(RuntimeWarning, match="a layout for the test"):
-        err = _max_err((3, 64, 1000, 16, None), "lanes", monkeypatch, device="cuda")
+        err = _max_err((2, 64, 1024, 16, None), "lanes", monkeypatch, device="cuda")
     assert err <= 2e-5

@@ -61,6 +61,7 @@ def _launch_values(mod, which: str, tile: tuple[int, ...]) -> dict:
     vals["STAGES"] = 1  # the backward's chunk loop not software-pipelined (--set STAGES=2: pipelined)
     vals["VEC"] = 0  # the backward's token offsets as they are (--set VEC=4: runs of 4, CONFIG["bwd_vec"])
     vals["STATES"] = True  # the forward stores the chunk-entry states (training)
+    vals.update(sl_b=Dm * L, sl_k=L, R=0, A_LOG=False)  # Δ given as it is (R > 0: Δ = W·Δ_low, inference)
     vals["FLIP"] = 0  # the reverse recurrence as Triton's reverse scan (--set FLIP=2: between lane flips, CONFIG["bwd_flip"])
     return vals, warps
 
