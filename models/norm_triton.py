@@ -126,9 +126,25 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     return _forward(x, weight, bias, eps, out_dtype, stats=False)[0]  # inference
 
 
+#: Without autograd, norms over at most this many rows go through PyTorch's kernel: at batch-1 LR 64²
+#: (4,096 rows) eager DVMSR inference is bound by the host, and a Triton launch costs ~45 µs more host
+#: time than ATen's (H200: 3.06 / 3.13 ms a forward against 3.56 / 3.61 with the Triton norm, in turns
+#: with the reference; dvmsr_inference_h200_lr64_ln_*.json). At 256² (65,536 rows) the GPU bounds it and
+#: the Triton norm is faster (6.71 against 7.31 ms a forward). The threshold between is an estimate.
+ATEN_INFERENCE_MAX_ROWS = 16384
+
+
 def fused_layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """`norm(x)`, through the Triton kernels on CUDA (affine, last-axis norms), else through PyTorch."""
-    if x.is_cuda and norm.elementwise_affine and len(norm.normalized_shape) == 1 and norm.bias is not None:
-        if not _exporting():
-            return layer_norm(x, norm.weight, norm.bias, norm.eps)
+    """`norm(x)`: through the Triton kernels on CUDA when :func:`triton_norm_wanted`, else through PyTorch."""
+    if x.is_cuda and triton_norm_wanted(norm, x):
+        return layer_norm(x, norm.weight, norm.bias, norm.eps)
     return norm(x)
+
+
+def triton_norm_wanted(norm: nn.LayerNorm, x: torch.Tensor) -> bool:
+    """Whether `norm(x)` should take the Triton kernels (on a CUDA tensor): an affine norm over the last
+    axis, not being exported, and either recorded by autograd or over more than
+    :data:`ATEN_INFERENCE_MAX_ROWS` rows (fewer rows without autograd: PyTorch's kernel, fewer host µs)."""
+    if not (norm.elementwise_affine and len(norm.normalized_shape) == 1 and norm.bias is not None) or _exporting():
+        return False
+    return records_grad(x, norm.weight, norm.bias) or x.numel() > ATEN_INFERENCE_MAX_ROWS * x.shape[-1]
