@@ -102,13 +102,21 @@ def main() -> None:
                     help="rounds over every row in turn (the host's speed drifts; each row's median is over all rounds)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--cuda-graphs", action="store_true", help="also time each backend replayed from a CUDA graph")
+    ap.add_argument("--ln-aten-max-rows", type=int, default=None,
+                    help="override models/norm_triton.py's ATEN_INFERENCE_MAX_ROWS (LayerNorms without autograd over "
+                         "at most this many rows take PyTorch's kernel): 0 = the Triton norm always, 2**62 = never")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     device = resolve_device(args.device)
+    from srstudy.models import norm_triton
+
+    if args.ln_aten_max_rows is not None:
+        norm_triton.ATEN_INFERENCE_MAX_ROWS = args.ln_aten_max_rows
     sizes = [int(v) for v in args.sizes.split(",")]
     out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
            "torch": torch.__version__, "triton": package_version("triton"), "mamba_ssm": package_version("mamba_ssm"),
-           "preset": args.preset, "rounds": args.rounds, "repeats_per_round": args.repeats, "times_ms": {}}
+           "preset": args.preset, "ln_aten_inference_max_rows": norm_triton.ATEN_INFERENCE_MAX_ROWS,
+           "ln_aten_max_rows_overridden": args.ln_aten_max_rows is not None, "rounds": args.rounds, "repeats_per_round": args.repeats, "times_ms": {}}
     if args.cuda_graphs and device.type != "cuda":
         out["cuda_graphs"] = f"not timed: CUDA graphs need a CUDA device, this run is on {device}"
         print(out["cuda_graphs"])
