@@ -392,18 +392,26 @@ def test_compiled_bf16_conv_layer_norm_and_mixers_on_cuda():
 @pytest.mark.cuda
 @on_gpu
 @needs_triton
-def test_inference_path_on_cuda_matches_the_recorded_one():
+def test_inference_path_on_cuda_matches_the_recorded_one(monkeypatch):
     _inference_matches_recorded("cuda")
     _lowrank_matches_reference("cuda")
     from srstudy.models.dvmsr import DVMSR, preset
 
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # else the convs' TF32 error (6e-4) hides all
     torch.manual_seed(0)
     net, x = DVMSR(preset("dvmsr")).cuda().eval().set_scan_backend("triton"), torch.rand(1, 3, 40, 36, device="cuda")
     recorded = net(x)
     with torch.no_grad():
         inferred = net(x)
+        exact = net.double().set_scan_backend("chunked")(x.double())
     assert recorded.grad_fn is not None and inferred.grad_fn is None
-    assert (inferred - recorded.detach()).abs().max().item() <= 1e-5
+    # At inference few-row LayerNorms take PyTorch's kernel, which rounds differently from the Triton one
+    # (H200, session 12, benchmarks/gpu/logs_session12/diag_inference.py: recorded 1.25e-6 from float64,
+    # inferred 1.30e-6, 7.7e-7 apart; with TF32 convs 6.3e-4, 6.3e-4, 1.3e-4). So: inference costs no accuracy,
+    # and the two paths differ by no more than the fp32 network's own error.
+    err_recorded = (recorded.detach().double() - exact).abs().max().item()
+    assert (inferred.double() - exact).abs().max().item() <= 1.5 * err_recorded
+    assert (inferred - recorded.detach()).abs().max().item() <= err_recorded
 
 
 @pytest.mark.cuda
