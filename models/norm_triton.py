@@ -130,8 +130,10 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
 #: (4,096 rows) eager DVMSR inference is bound by the host, and a Triton launch costs ~45 µs more host
 #: time than ATen's (H200: 3.06 / 3.13 ms a forward against 3.56 / 3.61 with the Triton norm, in turns
 #: with the reference; dvmsr_inference_h200_lr64_ln_*.json). At 256² (65,536 rows) the GPU bounds it and
-#: the Triton norm is faster (6.71 against 7.31 ms a forward). The threshold between is an estimate.
-ATEN_INFERENCE_MAX_ROWS = 16384
+#: the Triton norm is faster (6.71 against 7.31 ms a forward). Session 12 (dvmsr_inference_h200_ln_*.json,
+#: two turns each): PyTorch's norm is still faster at 160² (25,600 rows: 3.35 / 3.22 against 3.56 / 3.55 ms),
+#: Triton's at 192² (36,864 rows: 3.99 / 3.99 against 4.35 / 4.30 ms); 32,768 lies between, not measured.
+ATEN_INFERENCE_MAX_ROWS = 32768
 
 
 def fused_layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
