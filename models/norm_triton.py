@@ -132,7 +132,8 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
 #: with the reference; dvmsr_inference_h200_lr64_ln_*.json). At 256² (65,536 rows) the GPU bounds it and
 #: the Triton norm is faster (6.71 against 7.31 ms a forward). Session 12 (dvmsr_inference_h200_ln_*.json,
 #: two turns each): PyTorch's norm is still faster at 160² (25,600 rows: 3.35 / 3.22 against 3.56 / 3.55 ms),
-#: Triton's at 192² (36,864 rows: 3.99 / 3.99 against 4.35 / 4.30 ms); 32,768 lies between, not measured.
+#: Triton's at 192² (36,864 rows: 3.99 / 3.99 against 4.35 / 4.30 ms); at 176² (30,976 rows, one run each)
+#: PyTorch's still (3.84 against 3.96 ms; dvmsr_inference_h200_ln_lr176.json). 32,768 lies between.
 ATEN_INFERENCE_MAX_ROWS = 32768
 
 
